@@ -1,0 +1,2 @@
+//! Fuzz entry points (feature `__fuzz`), shared by `fuzz/` targets and the
+//! stable corpus-replay tests.

@@ -1,0 +1,281 @@
+//! Node URLs: `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS.
+//!
+//! Parsing is pure, so it lives here and every transport and the CLI share
+//! it. Userinfo may be percent-encoded (`%40` for `@`). IPv6 hosts are
+//! written in brackets (`redis://[::1]:6380`). The [`Display`](core::fmt::Display)
+//! form never shows the password.
+
+use core::fmt;
+
+use crate::config::{Auth, NodeConfig, MAX_PASSWORD_LEN, MAX_USERNAME_LEN};
+
+/// Longest host name accepted.
+pub const MAX_HOST_LEN: usize = 255;
+
+/// A parsed node URL.
+///
+/// ```
+/// use redlock_core::url::NodeUrl;
+/// let u = NodeUrl::parse("redis://app:p%40ss@[::1]:6380/2").unwrap();
+/// assert_eq!((u.host.as_str(), u.port, u.db, u.tls), ("::1", 6380, 2, false));
+/// assert_eq!(u.username.as_deref(), Some("app"));
+/// assert_eq!(u.password.as_deref(), Some("p@ss"));
+/// assert_eq!(u.to_string(), "redis://app:***@[::1]:6380/2");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeUrl {
+    /// `rediss://`: connect with TLS.
+    pub tls: bool,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: heapless::String<MAX_HOST_LEN>,
+    /// TCP port (default 6379).
+    pub port: u16,
+    /// ACL username, if given.
+    pub username: Option<heapless::String<MAX_USERNAME_LEN>>,
+    /// Password, if given.
+    pub password: Option<heapless::String<MAX_PASSWORD_LEN>>,
+    /// Database index (default 0).
+    pub db: u16,
+}
+
+/// Why a URL was refused.
+///
+/// ```
+/// use redlock_core::url::{NodeUrl, UrlError};
+/// assert_eq!(NodeUrl::parse("http://x"), Err(UrlError::Scheme));
+/// assert_eq!(NodeUrl::parse("redis://h:99999"), Err(UrlError::Port));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// Not `redis://` or `rediss://`.
+    Scheme,
+    /// Missing or malformed host.
+    Host,
+    /// Port not a number in 1..=65535.
+    Port,
+    /// Database not a number in 0..=65535.
+    Db,
+    /// Bad percent-encoding, or userinfo too long.
+    UserInfo,
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UrlError::Scheme => "scheme must be redis:// or rediss://",
+            UrlError::Host => "missing or malformed host",
+            UrlError::Port => "port must be a number from 1 to 65535",
+            UrlError::Db => "database must be a number from 0 to 65535",
+            UrlError::UserInfo => "malformed or too long user/password",
+        })
+    }
+}
+
+impl core::error::Error for UrlError {}
+
+impl NodeUrl {
+    /// Parses a node URL.
+    ///
+    /// ```
+    /// # use redlock_core::url::NodeUrl;
+    /// let u = NodeUrl::parse("rediss://:secret@cache.local").unwrap();
+    /// assert!(u.tls);
+    /// assert_eq!(u.port, 6379);
+    /// assert_eq!(u.username, None);
+    /// assert_eq!(u.password.as_deref(), Some("secret"));
+    /// ```
+    pub fn parse(s: &str) -> Result<NodeUrl, UrlError> {
+        let (tls, rest) = if let Some(r) = s.strip_prefix("redis://") {
+            (false, r)
+        } else if let Some(r) = s.strip_prefix("rediss://") {
+            (true, r)
+        } else {
+            return Err(UrlError::Scheme);
+        };
+        // Authority ends at the first '/', '?' or '#'.
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let (userinfo, hostport) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (mut username, mut password) = (None, None);
+        if let Some(ui) = userinfo {
+            let (u, p) = match ui.find(':') {
+                Some(i) => (&ui[..i], Some(&ui[i + 1..])),
+                None => (ui, None),
+            };
+            match p {
+                // "user:pass" or ":pass"
+                Some(p) => {
+                    if !u.is_empty() {
+                        username = Some(decode(u)?);
+                    }
+                    password = Some(decode(p)?);
+                }
+                // "pass@host" is read as a password, as redis-cli and most clients do.
+                None => password = Some(decode(u)?),
+            }
+        }
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let close = h.find(']').ok_or(UrlError::Host)?;
+            let host = &h[..close];
+            let after = &h[close + 1..];
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(UrlError::Host),
+            };
+            if host.is_empty() || !host.contains(':') {
+                return Err(UrlError::Host);
+            }
+            (host, port)
+        } else {
+            match hostport.rfind(':') {
+                Some(i) => (&hostport[..i], Some(&hostport[i + 1..])),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty()
+            || host.contains(['[', ']', '@', ' '])
+            || (!hostport.starts_with('[') && host.contains(':'))
+        {
+            return Err(UrlError::Host);
+        }
+        let port = match port {
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => return Err(UrlError::Port),
+                Ok(p) => p,
+            },
+            None => 6379,
+        };
+        let db = match path.strip_prefix('/') {
+            Some("") | None => 0,
+            Some(d) => {
+                let d = d.split(['?', '#']).next().unwrap_or("");
+                if d.is_empty() {
+                    0
+                } else {
+                    d.parse::<u16>().map_err(|_| UrlError::Db)?
+                }
+            }
+        };
+        if !path.is_empty() && !path.starts_with('/') {
+            // Query strings and fragments are not supported.
+            return Err(UrlError::Host);
+        }
+        Ok(NodeUrl {
+            tls,
+            host: heapless::String::try_from(host).map_err(|_| UrlError::Host)?,
+            port,
+            username,
+            password,
+            db,
+        })
+    }
+
+    /// The core's view of this node: credentials and database.
+    ///
+    /// ```
+    /// # use redlock_core::url::NodeUrl;
+    /// let c = NodeUrl::parse("redis://u:p@h/3").unwrap().node_config();
+    /// assert_eq!(c.db, 3);
+    /// assert_eq!(c.auth.unwrap().username(), Some("u"));
+    /// ```
+    pub fn node_config(&self) -> NodeConfig {
+        let auth = self.password.as_ref().and_then(|p| Auth::new(self.username.as_deref(), p).ok());
+        NodeConfig { auth, db: self.db }
+    }
+}
+
+fn decode<const N: usize>(s: &str) -> Result<heapless::String<N>, UrlError> {
+    let mut out: heapless::Vec<u8, N> = heapless::Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3).ok_or(UrlError::UserInfo)?;
+            let hex = core::str::from_utf8(hex).map_err(|_| UrlError::UserInfo)?;
+            i += 3;
+            u8::from_str_radix(hex, 16).map_err(|_| UrlError::UserInfo)?
+        } else {
+            i += 1;
+            b[i - 1]
+        };
+        out.push(c).map_err(|_| UrlError::UserInfo)?;
+    }
+    heapless::String::from_utf8(out).map_err(|_| UrlError::UserInfo)
+}
+
+impl fmt::Display for NodeUrl {
+    /// The URL with the password replaced by `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.tls { "rediss://" } else { "redis://" })?;
+        match (&self.username, &self.password) {
+            (Some(u), Some(_)) => write!(f, "{u}:***@")?,
+            (None, Some(_)) => f.write_str(":***@")?,
+            (Some(u), None) => write!(f, "{u}@")?,
+            (None, None) => {}
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)?;
+        } else {
+            write!(f, "{}:{}", self.host, self.port)?;
+        }
+        if self.db != 0 {
+            write!(f, "/{}", self.db)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for NodeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeUrl({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        let u = NodeUrl::parse("redis://127.0.0.1").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.db), ("127.0.0.1", 6379, 0));
+        let u = NodeUrl::parse("redis://h:7000/").unwrap();
+        assert_eq!((u.port, u.db), (7000, 0));
+        let u = NodeUrl::parse("redis://user:@h").unwrap();
+        assert_eq!(u.password.as_deref(), Some(""));
+        let u = NodeUrl::parse("redis://[::1]").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 6379));
+        let u = NodeUrl::parse("redis://pw@h").unwrap();
+        assert_eq!(u.password.as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn refuses_bad_urls() {
+        for bad in [
+            "", "redis://", "redis://:6379", "redis://h:0", "redis://h:x", "redis://h/x", "redis://h/70000",
+            "redis://[::1", "redis://[::1]x", "redis://::1", "redis://u:%zz@h", "redis://h?x", "redis://a b",
+            "redis://[]:1",
+        ] {
+            assert!(NodeUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn display_never_shows_password() {
+        let u = NodeUrl::parse("redis://u:hunter2@h").unwrap();
+        assert!(!u.to_string().contains("hunter2"));
+        assert!(!alloc_free_debug(&u).contains("hunter2"));
+    }
+
+    fn alloc_free_debug(u: &NodeUrl) -> heapless::String<512> {
+        use core::fmt::Write;
+        let mut s = heapless::String::new();
+        let _ = write!(s, "{u:?}");
+        s
+    }
+}

@@ -1,0 +1,1 @@
+//! redlock-sim (work in progress).

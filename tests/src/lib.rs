@@ -1,0 +1,1 @@
+//! Test harness: real redis-server processes (work in progress).

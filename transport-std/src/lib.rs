@@ -1,0 +1,1 @@
+//! redlock-std (work in progress).

@@ -1,0 +1,1 @@
+//! redlock-tokio (work in progress).
