@@ -146,12 +146,13 @@ impl Config {
     pub fn drift(&self, ttl: Duration) -> Duration {
         let ttl_us = u128::from(micros(ttl));
         let scaled = (ttl_us * u128::from(self.drift_ppm)).div_ceil(1_000_000);
-        Duration::from_micros(u64::try_from(scaled).unwrap_or(u64::MAX)).saturating_add(self.drift_floor)
+        Duration::from_micros(u64::try_from(scaled).unwrap_or(u64::MAX))
+            .saturating_add(self.drift_floor)
     }
 
     /// Checks that a lease of `ttl` can ever be valid under this config:
-    /// at least 1 ms, representable by Redis, longer than its drift plus the
-    /// node timeout.
+    /// at least 1 ms, representable by Redis, and no shorter than its drift
+    /// plus the node timeout (so a reply in time can leave validity).
     ///
     /// ```
     /// # use redlock_core::{Config, ConfigError};
@@ -169,7 +170,7 @@ impl Config {
             return Err(ConfigError::TtlTooLong);
         }
         let ttl = Duration::from_millis(ttl.as_millis() as u64);
-        if ttl <= self.drift(ttl).saturating_add(self.node_timeout) {
+        if ttl < self.drift(ttl).saturating_add(self.node_timeout) {
             return Err(ConfigError::TtlTooShort);
         }
         Ok(())
@@ -230,10 +231,13 @@ impl Auth {
     /// ```
     pub fn new(username: Option<&str>, password: &str) -> Result<Self, ConfigError> {
         let username = match username {
-            Some(u) => Some(heapless::String::try_from(u).map_err(|_| ConfigError::CredentialsTooLong)?),
+            Some(u) => {
+                Some(heapless::String::try_from(u).map_err(|_| ConfigError::CredentialsTooLong)?)
+            }
             None => None,
         };
-        let password = heapless::String::try_from(password).map_err(|_| ConfigError::CredentialsTooLong)?;
+        let password =
+            heapless::String::try_from(password).map_err(|_| ConfigError::CredentialsTooLong)?;
         Ok(Auth { username, password })
     }
 
@@ -297,7 +301,7 @@ pub enum ConfigError {
     NoNodes,
     /// More nodes than [`MAX_NODES`] (or the core's capacity).
     TooManyNodes,
-    /// The TTL is not longer than its drift plus the node timeout (or < 1 ms).
+    /// The TTL is shorter than its drift plus the node timeout (or < 1 ms).
     TtlTooShort,
     /// The TTL is beyond what Redis can represent.
     TtlTooLong,
@@ -316,7 +320,7 @@ impl core::fmt::Display for ConfigError {
         f.write_str(match self {
             ConfigError::NoNodes => "no nodes configured",
             ConfigError::TooManyNodes => "too many nodes for this core's capacity",
-            ConfigError::TtlTooShort => "ttl must exceed 1 ms, its clock-drift allowance and the node timeout",
+            ConfigError::TtlTooShort => "ttl must be at least 1 ms and at least its clock-drift allowance plus the node timeout",
             ConfigError::TtlTooLong => "ttl is too long for Redis",
             ConfigError::DriftFactor => "drift factor must be between 0 and 1",
             ConfigError::NodeTimeout => "node timeout must be positive",

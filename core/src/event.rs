@@ -376,13 +376,18 @@ impl NodeReport {
         self.count(|o| o == NodeOutcome::Failed(kind)) > 0
     }
     fn count(&self, f: impl Fn(NodeOutcome) -> bool) -> usize {
-        self.outcomes[..self.len()].iter().filter(|o| f(**o)).count()
+        self.outcomes[..self.len()]
+            .iter()
+            .filter(|o| f(**o))
+            .count()
     }
 }
 
 impl fmt::Debug for NodeReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.outcomes[..self.len()]).finish()
+        f.debug_list()
+            .entries(&self.outcomes[..self.len()])
+            .finish()
     }
 }
 
@@ -459,7 +464,11 @@ pub struct LockError {
 impl fmt::Display for LockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = if self.attempts == 1 { "" } else { "s" };
-        write!(f, "{} after {} attempt{s} ({})", self.kind, self.attempts, self.nodes)
+        write!(
+            f,
+            "{} after {} attempt{s} ({})",
+            self.kind, self.attempts, self.nodes
+        )
     }
 }
 

@@ -41,7 +41,13 @@ impl Lease {
     /// # use core::time::Duration;
     /// assert!(Lease::new(b"", Token::from_bytes(b"t").unwrap(), Instant::ZERO, Instant::ZERO, Duration::ZERO).is_none());
     /// ```
-    pub fn new(resource: &[u8], token: Token, start: Instant, deadline: Instant, ttl: Duration) -> Option<Lease> {
+    pub fn new(
+        resource: &[u8],
+        token: Token,
+        start: Instant,
+        deadline: Instant,
+        ttl: Duration,
+    ) -> Option<Lease> {
         if resource.is_empty() {
             return None;
         }

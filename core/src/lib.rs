@@ -9,8 +9,11 @@
 //! the blocking transport, the tokio transport, an embedded TCP stack, a
 //! deterministic simulator and a fuzzer.
 //!
-//! It is `#![no_std]`, uses fixed capacities (`heapless`), and makes no heap
-//! allocation on the success paths of acquire, extend and release. RESP is
+//! It is `#![no_std]` and uses fixed capacities: its tables are sized by the
+//! const parameters of [`Redlock`] and allocated once, in
+//! [`Redlock::new`] (so a large core does not sit on the caller's stack);
+//! after that it makes no heap allocation on the success paths of acquire,
+//! extend and release (a test with a counting allocator proves it). RESP is
 //! encoded and decoded with `redis-protocol`.
 //!
 //! ## The algorithm
@@ -167,6 +170,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
 mod config;
 mod event;
 mod lease;
@@ -182,12 +187,12 @@ pub mod url;
 pub mod fuzzing;
 
 pub use config::{
-    Auth, Config, ConfigError, NodeConfig, RetryPolicy, MAX_NODES, MAX_PASSWORD_LEN, MAX_RESOURCE_LEN,
-    MAX_USERNAME_LEN,
+    Auth, Config, ConfigError, NodeConfig, RetryPolicy, MAX_NODES, MAX_PASSWORD_LEN,
+    MAX_RESOURCE_LEN, MAX_USERNAME_LEN,
 };
 pub use event::{
-    CommandError, ErrorKind, Event, FailureKind, LockError, NodeError, NodeId, NodeOutcome, NodeReport, OpId,
-    ReleaseReport, MAX_DETAIL_LEN,
+    CommandError, ErrorKind, Event, FailureKind, LockError, NodeError, NodeId, NodeOutcome,
+    NodeReport, OpId, ReleaseReport, MAX_DETAIL_LEN,
 };
 pub use lease::Lease;
 pub use redlock::{Redlock, Transmit};

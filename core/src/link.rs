@@ -259,7 +259,8 @@ impl<const PIPE: usize> Link<PIPE> {
 
     /// The oldest written request is `after` past its deadline with no reply.
     pub(crate) fn stuck(&self, now: Instant, after: Duration) -> bool {
-        self.oldest_sent().is_some_and(|e| e.deadline + after <= now)
+        self.oldest_sent()
+            .is_some_and(|e| e.deadline + after <= now)
     }
 
     fn oldest_sent(&self) -> Option<&Entry> {

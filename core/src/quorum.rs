@@ -153,7 +153,10 @@ mod tests {
                 };
                 assert_eq!(decide(&r, q, t, deadline), expected, "n={n} report={r:?}");
                 // At or after the deadline nothing can win.
-                assert_eq!(decide(&r, q, deadline, deadline), Decision::Lost(FailureKind::Expired));
+                assert_eq!(
+                    decide(&r, q, deadline, deadline),
+                    Decision::Lost(FailureKind::Expired)
+                );
                 // Two disjoint winning sets are impossible: a win needs a strict majority.
                 if let Decision::Won(_) = expected {
                     assert!(2 * ok > n);
@@ -178,13 +181,19 @@ mod tests {
     fn validity_edges() {
         let t0 = Instant::from_millis(1_000);
         // drift larger than ttl: no validity at all.
-        assert_eq!(validity_deadline(t0, Duration::from_millis(1), Duration::from_millis(2)), t0);
+        assert_eq!(
+            validity_deadline(t0, Duration::from_millis(1), Duration::from_millis(2)),
+            t0
+        );
         // validity exactly 0 at the deadline: lost, one microsecond before: won.
         let d = validity_deadline(t0, Duration::from_millis(100), Duration::from_millis(3));
         assert_eq!(d, Instant::from_millis(1_097));
         let mut r = NodeReport::new(1);
         r.set(0, NodeOutcome::Ok);
         assert_eq!(decide(&r, 1, d, d), Decision::Lost(FailureKind::Expired));
-        assert_eq!(decide(&r, 1, Instant::from_micros(d.as_micros() - 1), d), Decision::Won(d));
+        assert_eq!(
+            decide(&r, 1, Instant::from_micros(d.as_micros() - 1), d),
+            Decision::Won(d)
+        );
     }
 }

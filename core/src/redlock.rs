@@ -1,13 +1,15 @@
 //! The Redlock state machine: operations over per-node links.
 
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::time::Duration;
 
 use rand_core::CryptoRng;
 
 use crate::config::{Config, ConfigError, NodeConfig, RetryPolicy, MAX_NODES, MAX_RESOURCE_LEN};
 use crate::event::{
-    CommandError, ErrorKind, Event, FailureKind, LockError, NodeError, NodeId, NodeOutcome, NodeReport, OpId,
-    ReleaseReport,
+    CommandError, ErrorKind, Event, FailureKind, LockError, NodeError, NodeId, NodeOutcome,
+    NodeReport, OpId, ReleaseReport,
 };
 use crate::lease::Lease;
 use crate::link::{Cmd, Entry, Link, LinkState, HANDSHAKE_RESERVE};
@@ -63,12 +65,55 @@ struct Op {
     phase: Phase,
     /// Queue entries still referring to this op.
     refs: u16,
-    /// The final event, until polled.
-    result: Option<Event>,
+    /// The decision, until its event is polled.
+    result: Option<Done>,
     /// Whether the final event has been handed out.
     polled: bool,
     /// State of the jitter generator (seeded from the caller's RNG).
     rng: u64,
+}
+
+/// An operation's decision, kept compact: the event is built when polled.
+impl Op {
+    /// The event reporting decision `done` of this op.
+    fn event(&self, id: OpId, done: Done) -> Option<Event> {
+        Some(match (self.kind, done) {
+            (OpKind::Release, _) => Event::Released {
+                op: id,
+                report: ReleaseReport {
+                    nodes: self.outcomes,
+                },
+            },
+            (kind, Done::Won(deadline)) => {
+                let lease = Lease::new(&self.resource, self.token, self.t0, deadline, self.ttl)?;
+                if kind == OpKind::Acquire {
+                    Event::Acquired { op: id, lease }
+                } else {
+                    Event::Extended { op: id, lease }
+                }
+            }
+            (kind, Done::Failed(kind_)) => {
+                let error = LockError {
+                    kind: kind_,
+                    attempts: self.attempt,
+                    nodes: self.outcomes,
+                };
+                if kind == OpKind::Acquire {
+                    Event::AcquireFailed { op: id, error }
+                } else {
+                    Event::Lost { op: id, error }
+                }
+            }
+            (_, Done::Released) => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Done {
+    Won(Instant),
+    Failed(FailureKind),
+    Released,
 }
 
 #[derive(Debug)]
@@ -88,8 +133,10 @@ pub struct Redlock<const OPS: usize = 64, const PIPE: usize = 128> {
     quorum: usize,
     drift_override: Option<Duration>,
     now: Instant,
-    links: heapless::Vec<Link<PIPE>, MAX_NODES>,
-    slots: [Slot; OPS],
+    /// Allocated once in `new`, never resized: fixed capacity without
+    /// putting hundreds of kilobytes on the caller's stack.
+    links: Box<[Link<PIPE>]>,
+    slots: Box<[Slot]>,
     ready: heapless::Deque<u16, OPS>,
     events: heapless::Deque<Event, EVENT_CAP>,
     dropped_diagnostics: u64,
@@ -117,25 +164,33 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         if nodes.is_empty() {
             return Err(ConfigError::NoNodes);
         }
-        if nodes.len() > MAX_NODES || OPS == 0 || OPS > usize::from(u16::MAX) || PIPE <= HANDSHAKE_RESERVE {
+        if nodes.len() > MAX_NODES
+            || OPS == 0
+            || OPS > usize::from(u16::MAX)
+            || PIPE <= HANDSHAKE_RESERVE
+        {
             return Err(ConfigError::TooManyNodes);
         }
-        let mut links = heapless::Vec::new();
+        let mut links = Vec::with_capacity(nodes.len());
         let mut events = heapless::Deque::new();
         for (i, node) in nodes.iter().enumerate() {
-            let _ = links.push(Link::new(node.clone(), config.reconnect_min));
-            let _ = events.push_back(Event::Connect { node: NodeId(i as u8) });
+            links.push(Link::new(node.clone(), config.reconnect_min));
+            let _ = events.push_back(Event::Connect {
+                node: NodeId(i as u8),
+            });
         }
         Ok(Redlock {
             config,
             quorum: quorum(nodes.len()),
             drift_override: None,
             now: Instant::ZERO,
-            links,
-            slots: core::array::from_fn(|_| Slot {
-                generation: 0,
-                op: None,
-            }),
+            links: links.into_boxed_slice(),
+            slots: (0..OPS)
+                .map(|_| Slot {
+                    generation: 0,
+                    op: None,
+                })
+                .collect(),
             ready: heapless::Deque::new(),
             events,
             dropped_diagnostics: 0,
@@ -188,7 +243,9 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     /// assert!(core.is_connected(NodeId(0)));
     /// ```
     pub fn is_connected(&self, node: NodeId) -> bool {
-        self.links.get(node.index()).is_some_and(|l| l.state == LinkState::Up)
+        self.links
+            .get(node.index())
+            .is_some_and(|l| l.state == LinkState::Up)
     }
 
     /// Operations in progress (including finished ones whose event has not
@@ -217,7 +274,8 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
 
     /// The clock drift allowance for `ttl` (as used for validity).
     fn drift(&self, ttl: Duration) -> Duration {
-        self.drift_override.unwrap_or_else(|| self.config.drift(ttl))
+        self.drift_override
+            .unwrap_or_else(|| self.config.drift(ttl))
     }
 
     /// Test-only: break the algorithm on purpose (quorum of `n / 2`, or no
@@ -315,7 +373,12 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     /// let lost = core.poll_events_until_op(op);
     /// assert!(matches!(lost, Some(Event::Lost { .. })));
     /// ```
-    pub fn extend(&mut self, lease: &Lease, ttl: Duration, now: Instant) -> Result<OpId, CommandError> {
+    pub fn extend(
+        &mut self,
+        lease: &Lease,
+        ttl: Duration,
+        now: Instant,
+    ) -> Result<OpId, CommandError> {
         let now = self.advance(now);
         let id = self.extend_token(lease.resource(), lease.token(), ttl, now)?;
         if !lease.is_valid(now) {
@@ -343,7 +406,15 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     ) -> Result<OpId, CommandError> {
         let now = self.advance(now);
         let ttl = self.checked_ttl(ttl)?;
-        let id = self.new_op(OpKind::Extend, resource, *token, ttl, RetryPolicy::none(), now, 0)?;
+        let id = self.new_op(
+            OpKind::Extend,
+            resource,
+            *token,
+            ttl,
+            RetryPolicy::none(),
+            now,
+            0,
+        )?;
         self.start_attempt(id, now);
         Ok(id)
     }
@@ -370,10 +441,23 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     /// let mut core: Redlock = Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
     /// assert!(core.release_token(b"r", &Token::from_bytes(b"t").unwrap(), Instant::ZERO).is_ok());
     /// ```
-    pub fn release_token(&mut self, resource: &[u8], token: &Token, now: Instant) -> Result<OpId, CommandError> {
+    pub fn release_token(
+        &mut self,
+        resource: &[u8],
+        token: &Token,
+        now: Instant,
+    ) -> Result<OpId, CommandError> {
         let now = self.advance(now);
         let ttl = self.config.ttl;
-        let id = self.new_op(OpKind::Release, resource, *token, ttl, RetryPolicy::none(), now, 0)?;
+        let id = self.new_op(
+            OpKind::Release,
+            resource,
+            *token,
+            ttl,
+            RetryPolicy::none(),
+            now,
+            0,
+        )?;
         self.start_attempt(id, now);
         Ok(id)
     }
@@ -415,13 +499,22 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     /// ```
     pub fn handle_connected(&mut self, node: NodeId, now: Instant) {
         let now = self.advance(now);
-        let Some(link) = self.links.get(node.index()) else { return };
+        let Some(link) = self.links.get(node.index()) else {
+            return;
+        };
         if link.state == LinkState::Up {
             // A second connect without a disconnect: the old stream is gone.
-            self.reset_link(node, NodeError::new(ErrorKind::Disconnected, "reconnected"), false, now);
+            self.reset_link(
+                node,
+                NodeError::new(ErrorKind::Disconnected, "reconnected"),
+                false,
+                now,
+            );
         }
         let deadline = now + self.config.node_timeout;
-        let Some(link) = self.links.get_mut(node.index()) else { return };
+        let Some(link) = self.links.get_mut(node.index()) else {
+            return;
+        };
         link.connected(deadline);
     }
 
@@ -439,14 +532,18 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     pub fn handle_input(&mut self, node: NodeId, mut bytes: &[u8], now: Instant) {
         let now = self.advance(now);
         while !bytes.is_empty() {
-            let Some(link) = self.links.get_mut(node.index()) else { return };
+            let Some(link) = self.links.get_mut(node.index()) else {
+                return;
+            };
             if link.state != LinkState::Up {
                 return;
             }
             let taken = link.absorb(bytes);
             bytes = &bytes[taken..];
             loop {
-                let Some(link) = self.links.get_mut(node.index()) else { return };
+                let Some(link) = self.links.get_mut(node.index()) else {
+                    return;
+                };
                 match resp::decode(link.rx()) {
                     Ok(Some((reply, used))) => {
                         let detail = match reply {
@@ -466,14 +563,18 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
                     }
                     Ok(None) => {
                         if link.rx_full() {
-                            let e = NodeError::new(ErrorKind::Protocol, "reply larger than the receive buffer");
+                            let e = NodeError::new(
+                                ErrorKind::Protocol,
+                                "reply larger than the receive buffer",
+                            );
                             self.reset_link(node, e, true, now);
                             return;
                         }
                         break;
                     }
                     Err(()) => {
-                        let e = NodeError::new(ErrorKind::Protocol, "malformed or unexpected reply");
+                        let e =
+                            NodeError::new(ErrorKind::Protocol, "malformed or unexpected reply");
                         self.reset_link(node, e, true, now);
                         return;
                     }
@@ -497,7 +598,12 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             Some(l) if !matches!(l.state, LinkState::Backoff(_)) => {}
             _ => return,
         }
-        self.reset_link(node, NodeError::new(ErrorKind::Disconnected, "connection lost"), false, now);
+        self.reset_link(
+            node,
+            NodeError::new(ErrorKind::Disconnected, "connection lost"),
+            false,
+            now,
+        );
     }
 
     /// Time has passed. Safe to call early, late or spuriously: only what is
@@ -515,22 +621,28 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         for n in 0..self.links.len() {
             let node = NodeId(n as u8);
             // Requests past their deadline.
-            loop {
-                let Some(link) = self.links.get_mut(n) else { break };
-                let Some((op, cmd, sent)) = link.expire_one(now) else { break };
+            while let Some((op, cmd, sent)) = self.links.get_mut(n).and_then(|l| l.expire_one(now))
+            {
                 if !sent {
                     // Never written: it cannot have landed.
                     if let Some(o) = self.op_mut(op) {
                         o.maybe_landed &= !(1 << n);
                     }
                 }
-                self.node_failed(node, Some(op), NodeError::new(ErrorKind::Timeout, "no reply in time"), now);
+                self.node_failed(
+                    node,
+                    Some(op),
+                    NodeError::new(ErrorKind::Timeout, "no reply in time"),
+                    now,
+                );
                 if cmd.counts() {
                     self.record(op, n, NodeOutcome::Failed(ErrorKind::Timeout), now);
                 }
                 self.unref(op);
             }
-            let Some(link) = self.links.get(n) else { continue };
+            let Some(link) = self.links.get(n) else {
+                continue;
+            };
             match link.state {
                 LinkState::Up if link.stuck(now, stuck_after) => {
                     let e = NodeError::new(ErrorKind::Timeout, "connection stopped answering");
@@ -546,7 +658,9 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             }
         }
         for slot in 0..OPS {
-            let Some(op) = self.slots[slot].op.as_ref() else { continue };
+            let Some(op) = self.slots[slot].op.as_ref() else {
+                continue;
+            };
             if let Phase::Waiting(until) = op.phase {
                 if until <= now {
                     let id = OpId::new(slot, self.slots[slot].generation);
@@ -576,7 +690,10 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         let n = self.links.len();
         for i in 0..n {
             let node = (self.next_transmit + i) % n;
-            let has_work = self.links.get(node).is_some_and(|l| l.state == LinkState::Up && l.has_unsent());
+            let has_work = self
+                .links
+                .get(node)
+                .is_some_and(|l| l.state == LinkState::Up && l.has_unsent());
             if !has_work {
                 continue;
             }
@@ -606,10 +723,13 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         }
         while let Some(slot) = self.ready.pop_front() {
             let slot = usize::from(slot);
-            let Some(op) = self.slots[slot].op.as_mut() else { continue };
-            let event = op.result.take();
-            op.polled = true;
             let id = OpId::new(slot, self.slots[slot].generation);
+            let Some(op) = self.slots[slot].op.as_mut() else {
+                continue;
+            };
+            let done = op.result.take();
+            op.polled = true;
+            let event = done.and_then(|d| self.op(id).and_then(|op| op.event(id, d)));
             self.maybe_free(id);
             if event.is_some() {
                 return event;
@@ -715,7 +835,8 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         if resource.is_empty() {
             return Err(CommandError::BadResource);
         }
-        let resource = heapless::Vec::from_slice(resource).map_err(|_| CommandError::BadResource)?;
+        let resource =
+            heapless::Vec::from_slice(resource).map_err(|_| CommandError::BadResource)?;
         let slot = self
             .slots
             .iter()
@@ -768,7 +889,13 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         self.evaluate(id, now);
     }
 
-    fn enqueue(&mut self, node: usize, id: OpId, cmd: Cmd, deadline: Instant) -> Result<(), ErrorKind> {
+    fn enqueue(
+        &mut self,
+        node: usize,
+        id: OpId,
+        cmd: Cmd,
+        deadline: Instant,
+    ) -> Result<(), ErrorKind> {
         let link = self.links.get_mut(node).ok_or(ErrorKind::Disconnected)?;
         link.enqueue(Entry::new(Some(id), cmd, deadline))?;
         if let Some(op) = self.op_mut(id) {
@@ -802,7 +929,10 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         op.outcomes.set(node, outcome);
         if op.kind == OpKind::Acquire && outcome != NodeOutcome::Ok {
             // A definite refusal (nil, error reply) means no key there.
-            if !matches!(outcome, NodeOutcome::Failed(ErrorKind::Timeout | ErrorKind::Disconnected)) {
+            if !matches!(
+                outcome,
+                NodeOutcome::Failed(ErrorKind::Timeout | ErrorKind::Disconnected)
+            ) {
                 op.maybe_landed &= !(1 << node);
             }
         }
@@ -832,46 +962,27 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             }
             OpKind::Release => {
                 if op.outcomes.pending() == 0 {
-                    let report = ReleaseReport { nodes: op.outcomes };
-                    self.finish(id, Event::Released { op: id, report });
+                    self.finish(id, Done::Released);
                 }
             }
         }
     }
 
     fn finish_success(&mut self, id: OpId, deadline: Instant) {
-        let Some(op) = self.op(id) else { return };
-        let Some(lease) = Lease::new(&op.resource, op.token, op.t0, deadline, op.ttl) else {
-            return;
-        };
-        let event = match op.kind {
-            OpKind::Acquire => Event::Acquired { op: id, lease },
-            _ => Event::Extended { op: id, lease },
-        };
-        self.finish(id, event);
+        self.finish(id, Done::Won(deadline));
     }
 
     fn finish_failure(&mut self, id: OpId, kind: FailureKind) {
-        let Some(op) = self.op(id) else { return };
-        let error = LockError {
-            kind,
-            attempts: op.attempt,
-            nodes: op.outcomes,
-        };
-        let event = match op.kind {
-            OpKind::Acquire => Event::AcquireFailed { op: id, error },
-            _ => Event::Lost { op: id, error },
-        };
-        self.finish(id, event);
+        self.finish(id, Done::Failed(kind));
     }
 
-    fn finish(&mut self, id: OpId, event: Event) {
+    fn finish(&mut self, id: OpId, done: Done) {
         let Some(op) = self.op_mut(id) else { return };
         if op.phase == Phase::Finished {
             return;
         }
         op.phase = Phase::Finished;
-        op.result = Some(event);
+        op.result = Some(done);
         // Cannot overflow: each slot is queued at most once per generation.
         let _ = self.ready.push_back(id.slot() as u16);
     }
@@ -895,7 +1006,8 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             if withdrawn > 0 {
                 op.maybe_landed &= !(1 << node);
             }
-            let landed = op.outcomes.get(node) == NodeOutcome::Ok || op.maybe_landed & (1 << node) != 0;
+            let landed =
+                op.outcomes.get(node) == NodeOutcome::Ok || op.maybe_landed & (1 << node) != 0;
             if landed {
                 // Best effort: a node we cannot reach will expire the key.
                 let _ = self.enqueue(node, id, Cmd::Cleanup(false), deadline);
@@ -920,9 +1032,17 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     }
 
     /// Handles one reply from `node`. Returns `false` if the link was reset.
-    fn dispatch(&mut self, node: NodeId, reply: Reply, detail: Option<NodeError>, now: Instant) -> bool {
+    fn dispatch(
+        &mut self,
+        node: NodeId,
+        reply: Reply,
+        detail: Option<NodeError>,
+        now: Instant,
+    ) -> bool {
         let n = node.index();
-        let Some(link) = self.links.get_mut(n) else { return false };
+        let Some(link) = self.links.get_mut(n) else {
+            return false;
+        };
         let Some(entry) = link.pop_reply() else {
             let e = NodeError::new(ErrorKind::Protocol, "reply to no request");
             self.reset_link(node, e, true, now);
@@ -982,12 +1102,17 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     fn reset_link(&mut self, node: NodeId, error: NodeError, tell_transport: bool, now: Instant) {
         let n = node.index();
         let (min, max) = (self.config.reconnect_min, self.config.reconnect_max);
-        let Some(link) = self.links.get_mut(n) else { return };
+        let Some(link) = self.links.get_mut(n) else {
+            return;
+        };
         let mut orphans: heapless::Vec<(OpId, Cmd), PIPE> = heapless::Vec::new();
         link.reset(now, min, max, &mut orphans);
         let kind = error.kind;
         if tell_transport {
-            self.push_directive(Event::Disconnect { node, error: error.clone() });
+            self.push_directive(Event::Disconnect {
+                node,
+                error: error.clone(),
+            });
         }
         self.node_failed(node, None, error, now);
         for (id, cmd) in orphans {
@@ -1001,9 +1126,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     /// Fills `buf` with as many unsent commands for `node` as fit.
     fn fill(&mut self, node: usize, buf: &mut [u8]) -> usize {
         let mut len = 0;
-        loop {
-            let Some(link) = self.links.get_mut(node) else { break };
-            let Some((idx, entry)) = link.next_unsent() else { break };
+        while let Some((idx, entry)) = self.links.get_mut(node).and_then(|l| l.next_unsent()) {
             let written = match self.encode(node, &entry, &mut buf[len..]) {
                 Some(w) => w,
                 None if len > 0 => break,
@@ -1012,7 +1135,12 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
                     let failed = self.links.get_mut(node).and_then(|l| l.withdraw(idx));
                     if let Some(id) = failed {
                         if entry.cmd.counts() {
-                            self.record(id, node, NodeOutcome::Failed(ErrorKind::BufferTooSmall), self.now);
+                            self.record(
+                                id,
+                                node,
+                                NodeOutcome::Failed(ErrorKind::BufferTooSmall),
+                                self.now,
+                            );
                         }
                         self.unref(id);
                     }
@@ -1043,15 +1171,34 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             Cmd::ScriptLoad(s) => resp::encode_script_load(out, s),
             Cmd::Set => {
                 let op = self.op(entry.op?)?;
-                resp::encode_set(out, &op.resource, op.token.as_bytes(), op.ttl.as_millis() as u64)
+                resp::encode_set(
+                    out,
+                    &op.resource,
+                    op.token.as_bytes(),
+                    op.ttl.as_millis() as u64,
+                )
             }
             Cmd::Script(s, by_body) => {
                 let op = self.op(entry.op?)?;
-                resp::encode_script(out, s, by_body, &op.resource, op.token.as_bytes(), op.ttl.as_millis() as u64)
+                resp::encode_script(
+                    out,
+                    s,
+                    by_body,
+                    &op.resource,
+                    op.token.as_bytes(),
+                    op.ttl.as_millis() as u64,
+                )
             }
             Cmd::Cleanup(by_body) => {
                 let op = self.op(entry.op?)?;
-                resp::encode_script(out, Script::Release, by_body, &op.resource, op.token.as_bytes(), 0)
+                resp::encode_script(
+                    out,
+                    Script::Release,
+                    by_body,
+                    &op.resource,
+                    op.token.as_bytes(),
+                    0,
+                )
             }
         }
     }

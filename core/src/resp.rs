@@ -83,7 +83,10 @@ fn encode_args(out: &mut [u8], args: &[&[u8]]) -> Option<usize> {
 /// `SET key token NX PX ttl_ms`
 pub(crate) fn encode_set(out: &mut [u8], key: &[u8], token: &[u8], ttl_ms: u64) -> Option<usize> {
     let mut d = [0u8; 20];
-    encode_args(out, &[b"SET", key, token, b"NX", b"PX", decimal(ttl_ms, &mut d)])
+    encode_args(
+        out,
+        &[b"SET", key, token, b"NX", b"PX", decimal(ttl_ms, &mut d)],
+    )
 }
 
 /// `EVALSHA sha 1 key token [ttl_ms]`, or `EVAL script ...` when `by_body`.
@@ -103,7 +106,10 @@ pub(crate) fn encode_script(
     let mut d = [0u8; 20];
     match script {
         Script::Release => encode_args(out, &[cmd, first, b"1", key, token]),
-        Script::Extend => encode_args(out, &[cmd, first, b"1", key, token, decimal(ttl_ms, &mut d)]),
+        Script::Extend => encode_args(
+            out,
+            &[cmd, first, b"1", key, token, decimal(ttl_ms, &mut d)],
+        ),
     }
 }
 
@@ -218,7 +224,10 @@ mod tests {
     #[test]
     fn script_shas_match_bodies() {
         for s in [Script::Release, Script::Extend] {
-            assert_eq!(sha1_smol::Sha1::from(s.body()).digest().to_string(), s.sha());
+            assert_eq!(
+                sha1_smol::Sha1::from(s.body()).digest().to_string(),
+                s.sha()
+            );
         }
     }
 
@@ -258,12 +267,24 @@ mod tests {
 
     #[test]
     fn errors_classify() {
-        assert_eq!(classify_error(b"WRONGPASS invalid username-password pair"), ErrorKind::Auth);
-        assert_eq!(classify_error(b"NOAUTH Authentication required."), ErrorKind::Auth);
+        assert_eq!(
+            classify_error(b"WRONGPASS invalid username-password pair"),
+            ErrorKind::Auth
+        );
+        assert_eq!(
+            classify_error(b"NOAUTH Authentication required."),
+            ErrorKind::Auth
+        );
         assert_eq!(classify_error(b"ERR invalid password"), ErrorKind::Auth);
-        assert_eq!(classify_error(b"READONLY You can't write against a read only replica."), ErrorKind::ReadOnly);
+        assert_eq!(
+            classify_error(b"READONLY You can't write against a read only replica."),
+            ErrorKind::ReadOnly
+        );
         assert_eq!(classify_error(b"OOM command not allowed"), ErrorKind::Oom);
-        assert_eq!(classify_error(b"LOADING Redis is loading"), ErrorKind::Loading);
+        assert_eq!(
+            classify_error(b"LOADING Redis is loading"),
+            ErrorKind::Loading
+        );
         assert_eq!(classify_error(b"ERR unknown command"), ErrorKind::Other);
         assert_eq!(
             classify_error(b"ERR Error running script: WRONGTYPE Operation against a key"),

@@ -184,7 +184,10 @@ impl NodeUrl {
     /// assert_eq!(c.auth.unwrap().username(), Some("u"));
     /// ```
     pub fn node_config(&self) -> NodeConfig {
-        let auth = self.password.as_ref().and_then(|p| Auth::new(self.username.as_deref(), p).ok());
+        let auth = self
+            .password
+            .as_ref()
+            .and_then(|p| Auth::new(self.username.as_deref(), p).ok());
         NodeConfig { auth, db: self.db }
     }
 }
@@ -257,8 +260,19 @@ mod tests {
     #[test]
     fn refuses_bad_urls() {
         for bad in [
-            "", "redis://", "redis://:6379", "redis://h:0", "redis://h:x", "redis://h/x", "redis://h/70000",
-            "redis://[::1", "redis://[::1]x", "redis://::1", "redis://u:%zz@h", "redis://h?x", "redis://a b",
+            "",
+            "redis://",
+            "redis://:6379",
+            "redis://h:0",
+            "redis://h:x",
+            "redis://h/x",
+            "redis://h/70000",
+            "redis://[::1",
+            "redis://[::1]x",
+            "redis://::1",
+            "redis://u:%zz@h",
+            "redis://h?x",
+            "redis://a b",
             "redis://[]:1",
         ] {
             assert!(NodeUrl::parse(bad).is_err(), "{bad}");
