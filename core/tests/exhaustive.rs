@@ -126,7 +126,7 @@ fn every_mix_of_outcomes_through_the_core() {
     for n in 1..=9usize {
         // Every multiset of answers, in sorted order and rotated, so each
         // kind of answer is seen first, last and in the middle.
-        let mut counts = vec![0usize; 4];
+        let mut counts = [0usize; 4];
         loop {
             if counts.iter().sum::<usize>() == n {
                 let mut answers: Vec<Answer> = counts
