@@ -97,6 +97,13 @@ pub(crate) struct Link<const PIPE: usize> {
     rx: heapless::Vec<u8, RX_CAP>,
     backoff: Duration,
     backoff_min: Duration,
+    /// Why the link last went down: what requests fail with during backoff
+    /// (so a rejected password reads as `Auth`, not as "not connected").
+    pub(crate) down_reason: ErrorKind,
+    /// `AUTH`/`SELECT` sent on this connection and not yet answered. Until
+    /// they are, no other request is written: pipelined behind a `SELECT`
+    /// that fails, a `SET` would land in the wrong database.
+    gate: u8,
 }
 
 impl<const PIPE: usize> Link<PIPE> {
@@ -109,6 +116,8 @@ impl<const PIPE: usize> Link<PIPE> {
             rx: heapless::Vec::new(),
             backoff: backoff_min,
             backoff_min,
+            down_reason: ErrorKind::Disconnected,
+            gate: 0,
         }
     }
 
@@ -125,6 +134,7 @@ impl<const PIPE: usize> Link<PIPE> {
         if self.config.db != 0 {
             let _ = hs.push(Cmd::Select);
         }
+        self.gate = hs.len() as u8;
         let _ = hs.push(Cmd::ScriptLoad(Script::Release));
         let _ = hs.push(Cmd::ScriptLoad(Script::Extend));
         for cmd in hs.iter().rev() {
@@ -135,7 +145,7 @@ impl<const PIPE: usize> Link<PIPE> {
 
     pub(crate) fn enqueue(&mut self, entry: Entry) -> Result<(), ErrorKind> {
         if let LinkState::Backoff(_) = self.state {
-            return Err(ErrorKind::Disconnected);
+            return Err(self.down_reason);
         }
         if self.fifo.len() + HANDSHAKE_RESERVE >= PIPE {
             return Err(ErrorKind::Backlog);
@@ -199,16 +209,25 @@ impl<const PIPE: usize> Link<PIPE> {
         self.passed < self.fifo.len()
     }
 
-    /// The next request to write, skipping dropped ones.
+    /// The next request to write, skipping dropped ones; `None` while the
+    /// handshake gate is closed and the next request is not part of it.
     pub(crate) fn next_unsent(&mut self) -> Option<(usize, Entry)> {
         while let Some(e) = self.fifo.get(self.passed) {
             if e.dropped {
                 self.passed += 1;
                 continue;
             }
+            if self.gate > 0 && !e.cmd.is_handshake() {
+                return None;
+            }
             return Some((self.passed, *e));
         }
         None
+    }
+
+    /// An `AUTH` or `SELECT` was answered successfully.
+    pub(crate) fn handshake_step_done(&mut self) {
+        self.gate = self.gate.saturating_sub(1);
     }
 
     pub(crate) fn mark_sent(&mut self, idx: usize) {
@@ -290,10 +309,11 @@ impl<const PIPE: usize> Link<PIPE> {
     pub(crate) fn reset(
         &mut self,
         now: Instant,
-        _min: Duration,
+        reason: ErrorKind,
         max: Duration,
         orphans: &mut heapless::Vec<(OpId, Cmd), PIPE>,
     ) {
+        self.down_reason = reason;
         for e in self.fifo.iter() {
             if let (Some(op), false) = (e.op, e.dropped) {
                 let _ = orphans.push((op, e.cmd));
@@ -302,6 +322,7 @@ impl<const PIPE: usize> Link<PIPE> {
         self.fifo.clear();
         self.rx.clear();
         self.passed = 0;
+        self.gate = 0;
         self.state = LinkState::Backoff(now + self.backoff);
         self.backoff = (self.backoff * 2).min(max);
     }

@@ -1059,7 +1059,19 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         let Some(id) = entry.op else {
             // Handshake, or a request abandoned after its deadline.
             if entry.cmd.is_handshake() {
+                if error.is_none() && matches!(entry.cmd, Cmd::Auth | Cmd::Select) {
+                    if let Some(link) = self.links.get_mut(n) {
+                        link.handshake_step_done();
+                    }
+                }
                 if let Some(e) = error {
+                    if matches!(entry.cmd, Cmd::Auth | Cmd::Select) {
+                        // Unusable connection: without AUTH every request
+                        // fails, without SELECT they would go to the wrong
+                        // database. Requests in flight fail with this error.
+                        self.reset_link(node, e, true, now);
+                        return false;
+                    }
                     self.node_failed(node, None, e, now);
                 }
             }
@@ -1101,12 +1113,12 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     /// Drops `node`'s connection state: every request in flight there fails.
     fn reset_link(&mut self, node: NodeId, error: NodeError, tell_transport: bool, now: Instant) {
         let n = node.index();
-        let (min, max) = (self.config.reconnect_min, self.config.reconnect_max);
+        let max = self.config.reconnect_max;
         let Some(link) = self.links.get_mut(n) else {
             return;
         };
         let mut orphans: heapless::Vec<(OpId, Cmd), PIPE> = heapless::Vec::new();
-        link.reset(now, min, max, &mut orphans);
+        link.reset(now, error.kind, max, &mut orphans);
         let kind = error.kind;
         if tell_transport {
             self.push_directive(Event::Disconnect {

@@ -682,3 +682,119 @@ fn bad_config_is_a_typed_error() {
     );
     let _ = FakeNode::new();
 }
+
+#[test]
+fn rejected_password_is_an_auth_failure_across_retries() {
+    use redlock_core::{Auth, NodeConfig};
+    let node = NodeConfig {
+        auth: Some(Auth::new(Some("app"), "wrong").unwrap()),
+        db: 0,
+    };
+    let mut rig: Rig = Rig::with_nodes(&[node], Rig::<64, 128>::config(1_000));
+    rig.nodes[0].mode =
+        Mode::Error("WRONGPASS invalid username-password pair or user is disabled.");
+    let op = rig.core.acquire(b"r", &mut TestRng(30), rig.now).unwrap();
+    rig.settle();
+    let e = failed(&mut rig, op);
+    assert_eq!(e.kind, FailureKind::AuthFailed);
+    assert_eq!(e.attempts, 4);
+    assert!(rig.nodes[0].commands[0][0] == b"AUTH" && rig.nodes[0].commands[0][1] == b"app");
+}
+
+#[test]
+fn failed_select_never_lets_requests_reach_the_wrong_database() {
+    use redlock_core::NodeConfig;
+    let node = NodeConfig { auth: None, db: 99 };
+    let mut rig: Rig = Rig::with_nodes(&[node], Rig::<64, 128>::config(1_000));
+    // The handshake ran at construction: SELECT 99 was refused, the link reset.
+    assert_eq!(rig.nodes[0].commands[0][0], b"SELECT");
+    assert!(
+        rig.events.iter().any(|ev| matches!(ev, Event::Disconnect { error, .. } if error.detail().contains("DB index"))),
+        "{:?}",
+        rig.events
+    );
+    let op = rig.core.acquire(b"r", &mut TestRng(31), rig.now).unwrap();
+    rig.settle();
+    let e = failed(&mut rig, op);
+    assert_eq!(e.nodes.get(0), NodeOutcome::Failed(ErrorKind::Other));
+    // No SET ever reached the node: every connection failed its SELECT first.
+    assert!(
+        !rig.nodes[0].commands.iter().any(|c| c[0] == b"SET"),
+        "{:?}",
+        rig.nodes[0].commands
+    );
+}
+
+#[test]
+fn requests_wait_for_auth_and_select_before_being_written() {
+    use redlock_core::{Auth, NodeConfig};
+    let node = NodeConfig {
+        auth: Some(Auth::new(None, "pw").unwrap()),
+        db: 99,
+    };
+    let mut core: Redlock = Redlock::new(Rig::<64, 128>::config(1_000), &[node]).unwrap();
+    while core.poll_event().is_some() {}
+    // A request queued while the connection is being made...
+    let op = core
+        .acquire_with(
+            b"r",
+            Duration::from_millis(1_000),
+            RetryPolicy::none(),
+            &mut TestRng(40),
+            Instant::ZERO,
+        )
+        .unwrap();
+    core.handle_connected(NodeId(0), Instant::ZERO);
+    let mut buf = [0u8; 4096];
+    let mut sent = Vec::new();
+    while let Some(t) = core.poll_transmit(&mut buf) {
+        sent.extend_from_slice(&buf[..t.len]);
+    }
+    let mut fake = FakeNode::new();
+    let cmds: Vec<_> = {
+        fake.handle(&sent, 0);
+        fake.commands
+            .iter()
+            .map(|c| String::from_utf8_lossy(&c[0]).into_owned())
+            .collect()
+    };
+    // ...is held back behind AUTH and SELECT until they are answered.
+    assert_eq!(cmds, ["AUTH", "SELECT", "SCRIPT", "SCRIPT"]);
+    core.handle_input(
+        NodeId(0),
+        b"+OK\r\n-ERR DB index is out of range\r\n",
+        Instant::ZERO,
+    );
+    assert!(
+        core.poll_transmit(&mut buf).is_none(),
+        "no SET after a failed SELECT"
+    );
+    match core.poll_events_until_op(op) {
+        Some(Event::AcquireFailed { error, .. }) => {
+            assert_eq!(error.nodes.get(0), NodeOutcome::Failed(ErrorKind::Other))
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn requests_flow_once_the_handshake_is_answered() {
+    use redlock_core::NodeConfig;
+    let node = NodeConfig { auth: None, db: 3 };
+    let mut core: Redlock = Redlock::new(Rig::<64, 128>::config(1_000), &[node]).unwrap();
+    while core.poll_event().is_some() {}
+    let op = core.acquire(b"r", &mut TestRng(41), Instant::ZERO).unwrap();
+    core.handle_connected(NodeId(0), Instant::ZERO);
+    let mut buf = [0u8; 4096];
+    while core.poll_transmit(&mut buf).is_some() {}
+    core.handle_input(NodeId(0), b"+OK\r\n", Instant::ZERO);
+    let t = core
+        .poll_transmit(&mut buf)
+        .expect("SET goes out after SELECT succeeded");
+    assert!(buf[..t.len].windows(3).any(|w| w == b"SET"));
+    core.handle_input(NodeId(0), b"$1\r\na\r\n$1\r\nb\r\n+OK\r\n", Instant::ZERO);
+    assert!(matches!(
+        core.poll_events_until_op(op),
+        Some(Event::Acquired { .. })
+    ));
+}

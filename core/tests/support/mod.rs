@@ -94,6 +94,9 @@ impl FakeNode {
     fn execute(&mut self, a: &[Vec<u8>], now: u64) -> Vec<u8> {
         let up = |i: usize| a.get(i).map(|x| x.to_ascii_uppercase()).unwrap_or_default();
         match up(0).as_slice() {
+            b"SELECT" if std::str::from_utf8(&a[1]).unwrap().parse::<u32>().unwrap() > 15 => {
+                b"-ERR DB index is out of range\r\n".to_vec()
+            }
             b"AUTH" | b"SELECT" => b"+OK\r\n".to_vec(),
             b"SCRIPT" => {
                 self.scripts = true;
@@ -180,9 +183,13 @@ pub struct Rig<const OPS: usize = 64, const PIPE: usize = 128> {
 
 impl<const OPS: usize, const PIPE: usize> Rig<OPS, PIPE> {
     pub fn new(n: usize, config: Config) -> Self {
-        let nodes = vec![NodeConfig::default(); n];
+        Self::with_nodes(&vec![NodeConfig::default(); n], config)
+    }
+
+    pub fn with_nodes(nodes: &[NodeConfig], config: Config) -> Self {
+        let n = nodes.len();
         let mut rig = Rig {
-            core: Redlock::new(config, &nodes).unwrap(),
+            core: Redlock::new(config, nodes).unwrap(),
             nodes: (0..n).map(|_| FakeNode::new()).collect(),
             now: Instant::ZERO,
             events: Vec::new(),
