@@ -541,7 +541,10 @@ pub enum Event {
         node: NodeId,
     },
     /// Close the connection to `node` (its byte stream can no longer be
-    /// trusted). The core asks to `Connect` again after a backoff.
+    /// trusted) and drop any bytes still unread from it. The core has
+    /// already counted the node as down (no need to call
+    /// [`handle_node_down`](crate::Redlock::handle_node_down)) and asks to
+    /// `Connect` again after a backoff.
     Disconnect {
         /// The node whose connection must close.
         node: NodeId,

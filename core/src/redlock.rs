@@ -487,7 +487,12 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     // ---------------------------------------------------------------- (B) inputs
 
     /// The transport connected to `node`. The handshake (`AUTH`, `SELECT`,
-    /// script loading) is queued ahead of any request waiting for the link.
+    /// script loading) is queued ahead of any request waiting for the link;
+    /// other requests are held back until `AUTH` and `SELECT` are answered.
+    ///
+    /// Replies are matched to requests by their order on one connection, so
+    /// once this is called, bytes read from any *earlier* connection to the
+    /// node must never be passed to [`handle_input`](Self::handle_input).
     ///
     /// ```
     /// # use redlock_core::{Config, NodeConfig, NodeId, Redlock, Instant};
