@@ -1,0 +1,194 @@
+//! Errors: every failure names the nodes concerned by their redacted URL.
+
+use std::fmt;
+
+use redlock_core::{CommandError, ConfigError, FailureKind, LockError, NodeOutcome};
+
+/// One node's part in a failed operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFailure {
+    /// The node's URL, password redacted (`redis://user:***@host:port`).
+    pub url: String,
+    /// The node's outcome in the last attempt.
+    pub outcome: NodeOutcome,
+    /// The last error seen for this node (the node's own words, or what the
+    /// transport saw: connection refused, TLS error, timeout...), if any.
+    pub last_error: Option<String>,
+}
+
+/// A failed acquire or extend: the core's verdict plus, per node, its URL,
+/// outcome and last error.
+///
+/// ```
+/// use redlock_std::{Failure, LockError, FailureKind};
+/// use redlock_std::core::NodeReport;
+/// let f = Failure::new(
+///     LockError { kind: FailureKind::Busy, attempts: 1, nodes: NodeReport::new(0) },
+///     Vec::new(),
+/// );
+/// assert_eq!(f.kind(), FailureKind::Busy);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The core's verdict with each node's outcome.
+    pub error: LockError,
+    /// Per node, in node order.
+    pub nodes: Vec<NodeFailure>,
+}
+
+impl Failure {
+    /// A failure from the core's verdict and the per-node details.
+    pub fn new(error: LockError, nodes: Vec<NodeFailure>) -> Failure {
+        Failure { error, nodes }
+    }
+
+    /// The overall reason.
+    pub fn kind(&self) -> FailureKind {
+        self.error.kind
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let attempts = self.error.attempts;
+        let s = if attempts == 1 { "" } else { "s" };
+        write!(f, "{} after {attempts} attempt{s}", self.error.kind)?;
+        let mut first = true;
+        for n in &self.nodes {
+            if n.outcome == NodeOutcome::Ok {
+                continue;
+            }
+            f.write_str(if first { ": " } else { "; " })?;
+            first = false;
+            write!(f, "{}: ", n.url)?;
+            match (n.outcome, &n.last_error) {
+                (NodeOutcome::Held, _) => f.write_str("held by another token")?,
+                (NodeOutcome::Pending, None) => f.write_str("no answer")?,
+                (NodeOutcome::Pending, Some(e)) => write!(f, "no answer ({e})")?,
+                (NodeOutcome::Failed(k), None) => write!(f, "{k}")?,
+                (NodeOutcome::Failed(_), Some(e)) => write!(f, "{e}")?,
+                (NodeOutcome::Ok, _) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong, by what the caller may want to do about it.
+///
+/// `Display` names every failed node by its redacted URL and says what went
+/// wrong; it never shows a password or a full token.
+///
+/// ```
+/// let e = redlock_std::Client::builder().node("http://nope").unwrap_err();
+/// assert!(matches!(e, redlock_std::Error::Url { .. }));
+/// assert!(e.to_string().contains("http://nope"));
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock is held by someone else.
+    Busy(Failure),
+    /// Too few nodes answered to decide (down, timing out, garbage), or no
+    /// validity was left.
+    Unavailable(Failure),
+    /// Too few nodes answered and at least one rejected our credentials.
+    Auth(Failure),
+    /// An extension failed: the lock must be considered lost.
+    Lost(Failure),
+    /// A node URL could not be parsed.
+    Url {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        error: redlock_core::url::UrlError,
+    },
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// The core refused the command (bad resource, bad TTL, too many operations).
+    Command(CommandError),
+    /// The operating system failed us (RNG, threads, the driver stopped).
+    Io(std::io::Error),
+}
+
+impl Error {
+    /// The failure details, for `Busy`, `Unavailable`, `Auth` and `Lost`.
+    ///
+    /// ```
+    /// let e = redlock_std::Error::Io(std::io::Error::other("x"));
+    /// assert!(e.failure().is_none());
+    /// ```
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            Error::Busy(f) | Error::Unavailable(f) | Error::Auth(f) | Error::Lost(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Maps an acquire failure to its variant.
+    pub(crate) fn from_acquire(f: Failure) -> Error {
+        match f.kind() {
+            FailureKind::Busy => Error::Busy(f),
+            FailureKind::AuthFailed => Error::Auth(f),
+            _ => Error::Unavailable(f),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Busy(x) => write!(f, "lock not acquired: {x}"),
+            Error::Unavailable(x) => write!(f, "lock not acquired: {x}"),
+            Error::Auth(x) => write!(f, "lock not acquired: {x}"),
+            Error::Lost(x) => write!(f, "lock lost: extension failed: {x}"),
+            Error::Url { url, error } => write!(f, "bad node URL {url}: {error}"),
+            Error::Config(e) => write!(f, "bad configuration: {e}"),
+            Error::Command(e) => write!(f, "command refused: {e}"),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Busy(x) | Error::Unavailable(x) | Error::Auth(x) | Error::Lost(x) => {
+                Some(&x.error)
+            }
+            Error::Url { error, .. } => Some(error),
+            Error::Command(e) => Some(e),
+            Error::Io(e) => Some(e),
+            Error::Config(_) => None,
+        }
+    }
+}
+
+impl From<CommandError> for Error {
+    fn from(e: CommandError) -> Self {
+        Error::Command(e)
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+/// Redacts a URL that failed to parse: anything between `://` and the last
+/// `@` is userinfo and may hold a password.
+pub(crate) fn redact_raw_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            format!("{}***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
