@@ -294,7 +294,9 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
 
     /// Starts acquiring `resource` with the configured retry policy.
     /// The token comes from `rng`, which must be cryptographically secure;
-    /// the retry jitter is drawn from it too. Ends with
+    /// the retry jitter is seeded from it too. Exactly 28 bytes are drawn
+    /// (20 for the token, 8 for the jitter seed), so a caller may prefetch
+    /// them from the operating system and hand over an infallible RNG. Ends with
     /// [`Event::Acquired`] or [`Event::AcquireFailed`].
     ///
     /// ```
