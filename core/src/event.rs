@@ -495,7 +495,58 @@ pub struct ReleaseReport {
     pub nodes: NodeReport,
 }
 
+/// What a release amounted to, decided by quorum like everything else.
+///
+/// ```
+/// use redlock_core::ReleaseVerdict;
+/// assert_ne!(ReleaseVerdict::Released, ReleaseVerdict::NotHeld);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReleaseVerdict {
+    /// Our token held the key on a quorum, and it was deleted there.
+    Released,
+    /// The nodes that answered "not ours" alone rule out a quorum: this
+    /// token did not hold the lock (expired, or never acquired).
+    NotHeld,
+    /// Too few nodes answered to tell, and one rejected our credentials.
+    AuthFailed,
+    /// Too few nodes answered to tell.
+    Unavailable,
+}
+
 impl ReleaseReport {
+    /// The overall verdict: [`Released`](ReleaseVerdict::Released) when a
+    /// quorum deleted our key; [`NotHeld`](ReleaseVerdict::NotHeld) when so
+    /// many nodes did not hold our token that no quorum can have; otherwise
+    /// the unanswered nodes decide nothing: `AuthFailed` or `Unavailable`.
+    ///
+    /// ```
+    /// use redlock_core::{NodeOutcome, NodeReport, ReleaseReport, ReleaseVerdict};
+    /// let mut nodes = NodeReport::new(5);
+    /// nodes.set(0, NodeOutcome::Ok);
+    /// nodes.set(1, NodeOutcome::Ok);
+    /// nodes.set(2, NodeOutcome::Held);
+    /// // Two nodes never answered: they may still hold our key.
+    /// assert_eq!(ReleaseReport { nodes }.verdict(), ReleaseVerdict::Unavailable);
+    /// nodes.set(3, NodeOutcome::Held);
+    /// nodes.set(4, NodeOutcome::Held);
+    /// assert_eq!(ReleaseReport { nodes }.verdict(), ReleaseVerdict::NotHeld);
+    /// ```
+    pub fn verdict(&self) -> ReleaseVerdict {
+        let n = self.nodes.len();
+        let q = crate::quorum::quorum(n);
+        if self.released() >= q {
+            ReleaseVerdict::Released
+        } else if self.not_held() > n - q {
+            ReleaseVerdict::NotHeld
+        } else if self.nodes.any_failed(ErrorKind::Auth) {
+            ReleaseVerdict::AuthFailed
+        } else {
+            ReleaseVerdict::Unavailable
+        }
+    }
+
     /// Nodes where our token held the key and it was deleted.
     ///
     /// ```

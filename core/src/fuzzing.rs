@@ -19,7 +19,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
 
-use crate::{Config, Event, Instant, NodeConfig, NodeId, Redlock, Token, EXTEND_SHA, RELEASE_SHA};
+use crate::{Config, Event, Instant, NodeConfig, NodeId, Redlock, Token, RELEASE_SHA};
 
 type FuzzCore = Redlock<8, 16>;
 
@@ -35,7 +35,10 @@ impl rand_core::TryRng for CountingRng {
         Ok(self.try_next_u64()? as u32)
     }
     fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         Ok(self.0 >> 11)
     }
     fn try_fill_bytes(&mut self, d: &mut [u8]) -> Result<(), Self::Error> {
@@ -47,7 +50,12 @@ impl rand_core::TryRng for CountingRng {
 }
 impl rand_core::TryCryptoRng for CountingRng {}
 
-fn drain(core: &mut FuzzCore, buf: &mut [u8], mut on_tx: impl FnMut(NodeId, &[u8]), events: &mut Vec<Event>) {
+fn drain(
+    core: &mut FuzzCore,
+    buf: &mut [u8],
+    mut on_tx: impl FnMut(NodeId, &[u8]),
+    events: &mut Vec<Event>,
+) {
     let mut n = 0;
     while let Some(t) = core.poll_transmit(buf) {
         on_tx(t.node, &buf[..t.len]);
@@ -75,7 +83,9 @@ pub fn replies(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let n = usize::from(u.int_in_range(1u8..=5).unwrap_or(3));
     let nodes: Vec<NodeConfig> = (0..n).map(|_| NodeConfig::default()).collect();
-    let Ok(mut core) = FuzzCore::new(Config::new(Duration::from_secs(1)), &nodes) else { return };
+    let Ok(mut core) = FuzzCore::new(Config::new(Duration::from_secs(1)), &nodes) else {
+        return;
+    };
     let mut buf = [0u8; crate::MIN_TRANSMIT_BUF];
     let mut events = Vec::new();
     let mut now = Instant::from_millis(1);
@@ -117,7 +127,7 @@ pub fn replies(data: &[u8]) {
 }
 
 /// What the fuzzer does next in [`ops`].
-#[derive(Arbitrary, Debug, Clone)]
+#[derive(Debug, Clone)]
 enum Step {
     /// Start an acquire (resource `r` or `s`).
     Acquire { second: bool, ttl_ms: u16 },
@@ -128,7 +138,11 @@ enum Step {
     /// Cancel the last acquire.
     Cancel,
     /// Answer the oldest unanswered request on a node.
-    Reply { node: u8, kind: ReplyKind, split: u8 },
+    Reply {
+        node: u8,
+        kind: ReplyKind,
+        split: u8,
+    },
     /// Time passes, then `handle_timeout`.
     Advance { ms: u16 },
     /// The transport reports the node down.
@@ -137,7 +151,7 @@ enum Step {
     Garbage { node: u8, bytes: Vec<u8> },
 }
 
-#[derive(Arbitrary, Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum ReplyKind {
     /// What Redis says on success (`+OK`, `:1`, the SHA).
     Yes,
@@ -149,6 +163,51 @@ enum ReplyKind {
     Err,
     /// `-WRONGPASS`.
     Auth,
+}
+
+// Hand-written rather than derived: the derive expands to `::std` paths,
+// and this crate is `no_std`.
+impl<'a> Arbitrary<'a> for ReplyKind {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(match u.int_in_range(0u8..=9)? {
+            0..=4 => ReplyKind::Yes,
+            5..=6 => ReplyKind::No,
+            7 => ReplyKind::NoScript,
+            8 => ReplyKind::Err,
+            _ => ReplyKind::Auth,
+        })
+    }
+}
+
+impl<'a> Arbitrary<'a> for Step {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(match u.int_in_range(0u8..=15)? {
+            0 | 1 => Step::Acquire {
+                second: u.arbitrary()?,
+                ttl_ms: u.arbitrary()?,
+            },
+            2 => Step::Extend,
+            3 => Step::Release,
+            4 => Step::Cancel,
+            5..=11 => Step::Reply {
+                node: u.arbitrary()?,
+                kind: u.arbitrary()?,
+                split: u.arbitrary()?,
+            },
+            12 | 13 => Step::Advance { ms: u.arbitrary()? },
+            14 => Step::Down {
+                node: u.arbitrary()?,
+            },
+            _ => {
+                let node = u.arbitrary()?;
+                let len = u.int_in_range(0usize..=32)?;
+                Step::Garbage {
+                    node,
+                    bytes: u.bytes(len)?.to_vec(),
+                }
+            }
+        })
+    }
 }
 
 /// A request the core wrote, as the harness parsed it.
@@ -169,6 +228,18 @@ struct NodeModel {
     maybe_held: Vec<(Vec<u8>, Vec<u8>, Instant, bool)>,
     /// (token, SET sent at) of SETs answered OK.
     ok: Vec<(Vec<u8>, Instant)>,
+    /// Raw bytes were injected: the model no longer knows what this node
+    /// answered until the link resets.
+    wild: bool,
+}
+
+impl NodeModel {
+    fn reset(&mut self, connected: bool) {
+        self.connected = connected;
+        self.fifo.clear();
+        self.maybe_held.clear();
+        self.wild = false;
+    }
 }
 
 fn parse_requests(bytes: &[u8], now: Instant, out: &mut Vec<Req>) {
@@ -185,11 +256,16 @@ fn parse_requests(bytes: &[u8], now: Instant, out: &mut Vec<Req>) {
                 other => panic!("the core wrote a non-bulk argument: {other:?}"),
             })
             .collect();
-        let name = args.first().cloned().unwrap_or_default().to_ascii_uppercase();
+        let name = args
+            .first()
+            .cloned()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         let (key, token, release) = match name.as_slice() {
             b"SET" => (args[1].clone(), args[2].clone(), false),
             b"EVALSHA" | b"EVAL" => {
-                let release = args[1] == RELEASE_SHA.as_bytes() || args[1] == crate::RELEASE_SCRIPT.as_bytes();
+                let release = args[1] == RELEASE_SHA.as_bytes()
+                    || args[1] == crate::RELEASE_SCRIPT.as_bytes();
                 (args[3].clone(), args[4].clone(), release)
             }
             _ => (Vec::new(), Vec::new(), false),
@@ -205,7 +281,10 @@ fn parse_requests(bytes: &[u8], now: Instant, out: &mut Vec<Req>) {
             break;
         }
     }
-    assert!(rest.is_empty(), "the core wrote an incomplete or invalid command");
+    assert!(
+        rest.is_empty(),
+        "the core wrote an incomplete or invalid command"
+    );
 }
 
 /// Structured sequences of operations, replies, timeouts and link events,
@@ -220,7 +299,9 @@ pub fn ops(data: &[u8]) {
     let n = usize::from(u.int_in_range(1u8..=5).unwrap_or(3));
     let nodes: Vec<NodeConfig> = (0..n).map(|_| NodeConfig::default()).collect();
     let config = Config::new(Duration::from_millis(1000));
-    let Ok(mut core) = FuzzCore::new(config, &nodes) else { return };
+    let Ok(mut core) = FuzzCore::new(config, &nodes) else {
+        return;
+    };
     let quorum = core.quorum();
     let mut model: Vec<NodeModel> = (0..n).map(|_| NodeModel::default()).collect();
     let mut buf = [0u8; crate::MIN_TRANSMIT_BUF];
@@ -229,6 +310,9 @@ pub fn ops(data: &[u8]) {
     let mut rng = CountingRng(u.arbitrary().unwrap_or(1));
     let mut last_lease = None;
     let mut last_acquire = None;
+    // One acquire at a time, so that its token is known.
+    let mut acquiring: Option<crate::OpId> = None;
+    let mut acquiring_token: Option<Vec<u8>> = None;
     let mut steps = 0;
     loop {
         // Drain, updating the model with what was written.
@@ -245,18 +329,26 @@ pub fn ops(data: &[u8]) {
         );
         for (node, reqs) in sent {
             let m = &mut model[node];
-            assert!(m.connected, "the core wrote to node {node}, which is not connected");
+            assert!(
+                m.connected,
+                "the core wrote to node {node}, which is not connected"
+            );
             for r in reqs {
                 if r.name == b"SET" {
+                    if acquiring.is_some() && acquiring_token.is_none() {
+                        acquiring_token = Some(r.token.clone());
+                    }
                     // Invariant 3 (retries): no new SET over an unreleased one.
                     assert!(
-                        !m.maybe_held.iter().any(|(k, t, _, _)| *k == r.key && *t == r.token),
+                        m.wild || !m.maybe_held.iter().any(|(k, t, _, _)| *k == r.key && *t == r.token),
                         "a new SET for the same token on node {node} without a release of the previous attempt"
                     );
-                    m.maybe_held.push((r.key.clone(), r.token.clone(), r.sent_at, false));
+                    m.maybe_held
+                        .push((r.key.clone(), r.token.clone(), r.sent_at, false));
                 }
                 if r.release {
-                    m.maybe_held.retain(|(k, t, _, _)| !(*k == r.key && *t == r.token));
+                    m.maybe_held
+                        .retain(|(k, t, _, _)| !(*k == r.key && *t == r.token));
                 }
                 m.fifo.push_back(r);
             }
@@ -265,19 +357,23 @@ pub fn ops(data: &[u8]) {
         for e in events.drain(..) {
             match e {
                 Event::Connect { node } => reconnect.push(node),
-                Event::Disconnect { node, .. } => {
-                    let m = &mut model[node.index()];
-                    m.connected = false;
-                    m.fifo.clear();
-                    m.maybe_held.clear();
-                }
-                Event::Acquired { lease, .. } => {
+                Event::Disconnect { node, .. } => model[node.index()].reset(false),
+                Event::Acquired { op, lease } => {
+                    if acquiring == Some(op) {
+                        acquiring = None;
+                        acquiring_token = None;
+                    }
                     // Invariant 1: a quorum of distinct nodes said OK to SETs
                     // of this token sent during this attempt.
                     let token = lease.token().as_bytes();
                     let oks = model
                         .iter()
-                        .filter(|m| m.ok.iter().any(|(t, at)| t == token && *at >= lease.start()))
+                        .filter(|m| {
+                            m.wild
+                                || m.ok
+                                    .iter()
+                                    .any(|(t, at)| t == token && *at >= lease.start())
+                        })
                         .count();
                     assert!(oks >= quorum, "acquired with {oks} OKs, quorum is {quorum}");
                     // Invariant 2.
@@ -286,15 +382,21 @@ pub fn ops(data: &[u8]) {
                     assert!(lease.start() <= now);
                     last_lease = Some(lease);
                 }
-                Event::AcquireFailed { .. } => {
+                Event::AcquireFailed { op, .. } if acquiring == Some(op) => {
                     // Invariant 3: every connected node that may hold the key
-                    // was sent a release (written in this very drain).
+                    // (SET sent, not refused) was sent a release, written in
+                    // this very drain. A full pipeline excuses it (best
+                    // effort: the key expires), as does injected garbage.
+                    let token = acquiring_token.take();
+                    acquiring = None;
                     for (i, m) in model.iter().enumerate() {
-                        if m.connected && core.is_connected(NodeId(i as u8)) {
-                            let pending = m.fifo.iter().filter(|r| r.name == b"SET").count();
+                        let busy = m.fifo.len() >= 8;
+                        if m.connected && !m.wild && !busy && core.is_connected(NodeId(i as u8)) {
                             assert!(
-                                m.maybe_held.iter().all(|(_, _, _, ok)| !ok) || pending > 0,
-                                "node {i} said OK to a failed attempt and got no release"
+                                !m.maybe_held
+                                    .iter()
+                                    .any(|(_, t, _, _)| Some(t) == token.as_ref()),
+                                "node {i} may hold the key of a failed attempt and got no release"
                             );
                         }
                     }
@@ -303,28 +405,30 @@ pub fn ops(data: &[u8]) {
             }
         }
         for node in reconnect {
-            let m = &mut model[node.index()];
-            m.connected = true;
-            m.fifo.clear();
-            m.maybe_held.clear();
+            model[node.index()].reset(true);
             core.handle_connected(node, now);
         }
-        if !core.poll_transmit_pending_hint(&model) && u.is_empty() {
+        if u.is_empty() {
             break;
         }
         steps += 1;
         if steps > 2_000 {
             break;
         }
-        let Ok(step) = u.arbitrary::<Step>() else { break };
+        let Ok(step) = u.arbitrary::<Step>() else {
+            break;
+        };
         match step {
             Step::Acquire { second, ttl_ms } => {
                 let ttl = Duration::from_millis(200 + u64::from(ttl_ms % 2000));
                 let res: &[u8] = if second { b"s" } else { b"r" };
-                last_acquire = core
-                    .acquire_with(res, ttl, config.retry, &mut rng, now)
-                    .ok()
-                    .or(last_acquire);
+                if acquiring.is_none() {
+                    if let Ok(op) = core.acquire_with(res, ttl, config.retry, &mut rng, now) {
+                        last_acquire = Some(op);
+                        acquiring = Some(op);
+                        acquiring_token = None;
+                    }
+                }
             }
             Step::Extend => {
                 if let Some(l) = last_lease.as_ref() {
@@ -343,17 +447,25 @@ pub fn ops(data: &[u8]) {
             }
             Step::Reply { node, kind, split } => {
                 let i = usize::from(node) % n;
-                let Some(req) = model[i].fifo.pop_front() else { continue };
+                let Some(req) = model[i].fifo.pop_front() else {
+                    continue;
+                };
                 let reply: Vec<u8> = match (kind, req.name.as_slice()) {
                     (ReplyKind::Yes, b"SET") => b"+OK\r\n".to_vec(),
-                    (ReplyKind::Yes, b"SCRIPT") => alloc::format!("$40\r\n{RELEASE_SHA}\r\n").into_bytes(),
+                    (ReplyKind::Yes, b"SCRIPT") => {
+                        alloc::format!("$40\r\n{RELEASE_SHA}\r\n").into_bytes()
+                    }
                     (ReplyKind::Yes, b"EVALSHA" | b"EVAL") => b":1\r\n".to_vec(),
                     (ReplyKind::Yes, _) => b"+OK\r\n".to_vec(),
                     (ReplyKind::No, b"SET") => b"$-1\r\n".to_vec(),
                     (ReplyKind::No, _) => b":0\r\n".to_vec(),
-                    (ReplyKind::NoScript, _) => b"-NOSCRIPT No matching script. Please use EVAL.\r\n".to_vec(),
+                    (ReplyKind::NoScript, _) => {
+                        b"-NOSCRIPT No matching script. Please use EVAL.\r\n".to_vec()
+                    }
                     (ReplyKind::Err, _) => b"-ERR something went wrong\r\n".to_vec(),
-                    (ReplyKind::Auth, _) => b"-WRONGPASS invalid username-password pair\r\n".to_vec(),
+                    (ReplyKind::Auth, _) => {
+                        b"-WRONGPASS invalid username-password pair\r\n".to_vec()
+                    }
                 };
                 let m = &mut model[i];
                 if req.name == b"SET" {
@@ -367,12 +479,12 @@ pub fn ops(data: &[u8]) {
                         m.ok.push((req.token.clone(), req.sent_at));
                     } else {
                         // A refusal: no key of ours there.
-                        m.maybe_held
-                            .retain(|(k, t, at, _)| !(*k == req.key && *t == req.token && *at == req.sent_at));
+                        m.maybe_held.retain(|(k, t, at, _)| {
+                            !(*k == req.key && *t == req.token && *at == req.sent_at)
+                        });
                     }
                 }
                 let cut = usize::from(split) % (reply.len() + 1);
-                let _ = (EXTEND_SHA, &req.token);
                 core.handle_input(NodeId(i as u8), &reply[..cut], now);
                 core.handle_input(NodeId(i as u8), &reply[cut..], now);
             }
@@ -382,29 +494,17 @@ pub fn ops(data: &[u8]) {
             }
             Step::Down { node } => {
                 let i = usize::from(node) % n;
-                let m = &mut model[i];
-                m.connected = false;
-                m.fifo.clear();
-                m.maybe_held.clear();
+                model[i].reset(false);
                 core.handle_node_down(NodeId(i as u8), now);
             }
             Step::Garbage { node, bytes } => {
                 let i = usize::from(node) % n;
                 // Garbage may be taken as replies: the model no longer knows
                 // what the node holds, so stop checking this node's holds.
-                model[i].maybe_held.clear();
                 model[i].fifo.clear();
-                model[i].ok.clear();
+                model[i].wild = true;
                 core.handle_input(NodeId(i as u8), &bytes, now);
             }
         }
-    }
-}
-
-impl FuzzCore {
-    /// Whether the harness still has requests to answer (keeps the loop
-    /// going while the input lasts; the input bounds everything).
-    fn poll_transmit_pending_hint(&self, model: &[NodeModel]) -> bool {
-        model.iter().any(|m| !m.fifo.is_empty())
     }
 }

@@ -192,7 +192,7 @@ pub use config::{
 };
 pub use event::{
     CommandError, ErrorKind, Event, FailureKind, LockError, NodeError, NodeId, NodeOutcome,
-    NodeReport, OpId, ReleaseReport, MAX_DETAIL_LEN,
+    NodeReport, OpId, ReleaseReport, ReleaseVerdict, MAX_DETAIL_LEN,
 };
 pub use lease::Lease;
 pub use redlock::{Redlock, Transmit};
