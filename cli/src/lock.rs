@@ -248,7 +248,7 @@ pub(crate) fn describe(nodes: &redlock_core::NodeReport, urls: &[String]) -> Str
                 .cloned()
                 .unwrap_or_else(|| id.to_string());
             let what = match o {
-                NodeOutcome::Pending => "no answer".to_owned(),
+                NodeOutcome::Pending => "no answer (not awaited)".to_owned(),
                 NodeOutcome::Ok => "released".to_owned(),
                 NodeOutcome::Held => "not held by this token".to_owned(),
                 NodeOutcome::Failed(k) => k.to_string(),

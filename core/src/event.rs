@@ -399,7 +399,7 @@ impl fmt::Display for NodeReport {
                 f.write_str(", ")?;
             }
             match o {
-                NodeOutcome::Pending => write!(f, "{node}: no answer")?,
+                NodeOutcome::Pending => write!(f, "{node}: no answer (not awaited)")?,
                 NodeOutcome::Ok => write!(f, "{node}: ok")?,
                 NodeOutcome::Held => write!(f, "{node}: held")?,
                 NodeOutcome::Failed(k) => write!(f, "{node}: {k}")?,

@@ -694,7 +694,7 @@ impl Driver {
                     let addr = sock
                         .peer_addr()
                         .map(|a| a.to_string())
-                        .unwrap_or_else(|_| node.url.host.to_string());
+                        .unwrap_or_else(|_| format!("{}:{}", node.url.host, node.url.port));
                     self.try_addrs(i, rest, deadline, Some(format!("connect {addr}: {e}")));
                     return;
                 }

@@ -63,7 +63,7 @@ impl fmt::Display for Failure {
             write!(f, "{}: ", n.url)?;
             match (n.outcome, &n.last_error) {
                 (NodeOutcome::Held, _) => f.write_str("held by another token")?,
-                (NodeOutcome::Pending, None) => f.write_str("no answer")?,
+                (NodeOutcome::Pending, None) => f.write_str("no answer (not awaited)")?,
                 (NodeOutcome::Pending, Some(e)) => write!(f, "no answer ({e})")?,
                 (NodeOutcome::Failed(k), None) => write!(f, "{k}")?,
                 (NodeOutcome::Failed(_), Some(e)) => write!(f, "{e}")?,

@@ -186,7 +186,7 @@ fn extend_loop(shared: &Shared, client: &Client) {
         match result {
             Ok(new) => st.lease = new,
             Err(e) => {
-                tracing::warn!("lock lost: {e}");
+                tracing::warn!("{e}");
                 st.lost = Some(match e {
                     Error::Lost(f) => LostCause::Failed(f),
                     other => LostCause::Other(other.to_string()),
