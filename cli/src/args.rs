@@ -317,16 +317,7 @@ pub(crate) fn node_list(flags: &[String]) -> Vec<String> {
 /// A URL we could not parse, shown without anything that could be a password:
 /// the userinfo part (before the last `@` of the authority) becomes `***`.
 pub(crate) fn redact_unparsed(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => (&url[..i + 3], &url[i + 3..]),
-        None => ("", url),
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
-        None if scheme.is_empty() && url.contains(':') => "***".to_owned(),
-        None => url.to_owned(),
-    }
+    redlock_core::url::redact(url).to_string()
 }
 
 #[cfg(test)]

@@ -143,11 +143,21 @@ impl<const PIPE: usize> Link<PIPE> {
         }
     }
 
+    /// Queues a request. New work (`SET`, extend) may use only half of the
+    /// queue; the other half is kept for releases and for undoing failed
+    /// acquires. Every `SET` in the queue can thus always be followed by its
+    /// undo: a crowded connection never strands a key.
     pub(crate) fn enqueue(&mut self, entry: Entry) -> Result<(), ErrorKind> {
         if let LinkState::Backoff(_) = self.state {
             return Err(self.down_reason);
         }
-        if self.fifo.len() + HANDSHAKE_RESERVE >= PIPE {
+        let undo = matches!(entry.cmd, Cmd::Cleanup(_) | Cmd::Script(Script::Release, _));
+        let reserve = if undo {
+            HANDSHAKE_RESERVE
+        } else {
+            HANDSHAKE_RESERVE + (PIPE - HANDSHAKE_RESERVE) / 2
+        };
+        if self.fifo.len() + reserve >= PIPE {
             return Err(ErrorKind::Backlog);
         }
         self.fifo.push_back(entry).map_err(|_| ErrorKind::Backlog)

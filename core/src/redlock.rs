@@ -1016,8 +1016,12 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             let landed =
                 op.outcomes.get(node) == NodeOutcome::Ok || op.maybe_landed & (1 << node) != 0;
             if landed {
-                // Best effort: a node we cannot reach will expire the key.
-                let _ = self.enqueue(node, id, Cmd::Cleanup(false), deadline);
+                if let Err(kind) = self.enqueue(node, id, Cmd::Cleanup(false), deadline) {
+                    // Unreachable: the key expires by itself at its TTL. Say so.
+                    let e =
+                        NodeError::new(kind, "could not send the release undoing a failed acquire");
+                    self.node_failed(NodeId(node as u8), Some(id), e, now);
+                }
             }
         }
     }

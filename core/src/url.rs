@@ -192,6 +192,52 @@ impl NodeUrl {
     }
 }
 
+/// A URL that may not parse, shown without anything that could be a
+/// password: everything between the scheme and the *last* `@` becomes `***`
+/// (a password may itself contain `@`, `/` or `:`), and a scheme-less
+/// string with a `:` but no `@` (perhaps `user:password` typed alone) is
+/// hidden entirely. For URLs that parse, prefer [`NodeUrl`]'s `Display`.
+///
+/// ```
+/// use redlock_core::url::redact;
+/// assert_eq!(redact("redis://u:hunter2@h:0").to_string(), "redis://***@h:0");
+/// assert_eq!(redact("redis://u:p/w@h").to_string(), "redis://***@h");
+/// assert_eq!(redact("pw@h").to_string(), "***@h");
+/// assert_eq!(redact("user:hunter2").to_string(), "***");
+/// assert_eq!(redact("redis://h:99999").to_string(), "redis://h:99999");
+/// assert_eq!(redact("u:pw@x://h").to_string(), "***@x://h");
+/// ```
+pub fn redact(url: &str) -> Redacted<'_> {
+    Redacted(url)
+}
+
+/// See [`redact`].
+#[derive(Clone, Copy, Debug)]
+pub struct Redacted<'a>(&'a str);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = self.0;
+        // A scheme is letters, digits, `+`, `-`, `.`: in "u:pw@x://h" the
+        // text before "://" is userinfo, not a scheme.
+        let (scheme, rest) = match url.find("://") {
+            Some(i)
+                if url[..i]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+            {
+                (&url[..i + 3], &url[i + 3..])
+            }
+            _ => ("", url),
+        };
+        match rest.rfind('@') {
+            Some(at) => write!(f, "{scheme}***{}", &rest[at..]),
+            None if scheme.is_empty() && rest.contains(':') => f.write_str("***"),
+            None => f.write_str(url),
+        }
+    }
+}
+
 fn decode<const N: usize>(s: &str) -> Result<heapless::String<N>, UrlError> {
     let mut out: heapless::Vec<u8, N> = heapless::Vec::new();
     let b = s.as_bytes();

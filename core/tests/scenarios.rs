@@ -798,3 +798,37 @@ fn requests_flow_once_the_handshake_is_answered() {
         Some(Event::Acquired { .. })
     ));
 }
+
+#[test]
+fn a_crowded_connection_still_sends_every_undo() {
+    // PIPE 32: new SETs may use (32 - 4) / 2 = 14 slots; undos the rest.
+    let mut rig: Rig<64, 32> = Rig::new(1, Rig::<64, 32>::config(1_000));
+    rig.hold[0] = true;
+    let mut ops = Vec::new();
+    for i in 0..30 {
+        if let Ok(op) = rig.core.acquire_with(
+            format!("k{i}").as_bytes(),
+            Duration::from_millis(1_000),
+            RetryPolicy::none(),
+            &mut TestRng(i),
+            rig.now,
+        ) {
+            ops.push(op);
+        }
+    }
+    rig.drain();
+    // Cancel all: each needs an undo behind its SET.
+    for op in &ops {
+        rig.core.cancel(*op, rig.now);
+    }
+    rig.drain();
+    rig.hold[0] = false;
+    rig.release_held(0);
+    rig.settle();
+    assert_eq!(ops.len(), 30);
+    assert!(
+        rig.nodes[0].keys.is_empty(),
+        "stranded keys: {:?}",
+        rig.nodes[0].keys.keys().collect::<Vec<_>>()
+    );
+}

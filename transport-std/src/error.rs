@@ -185,10 +185,5 @@ impl From<std::io::Error> for Error {
 /// Redacts a URL that failed to parse: anything between `://` and the last
 /// `@` is userinfo and may hold a password.
 pub(crate) fn redact_raw_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            format!("{}***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
+    redlock_core::url::redact(url).to_string()
 }

@@ -1,0 +1,201 @@
+//! One node's byte stream: connecting (TCP, optionally TLS), and the two
+//! small tasks that move bytes between the socket and the driver.
+//!
+//! Nothing here understands RESP: bytes read are handed to the driver as
+//! they come, bytes to write come from the core's `poll_transmit`.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redlock_core::url::NodeUrl;
+use redlock_core::NodeId;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+/// What connection tasks tell the driver. `generation` identifies the
+/// connection attempt, so messages from a connection the driver has since
+/// closed are recognised and dropped.
+#[derive(Debug)]
+pub(crate) enum IoEvent {
+    /// Connected: write through `writer`.
+    Up {
+        node: NodeId,
+        generation: u64,
+        writer: mpsc::UnboundedSender<Vec<u8>>,
+        writer_task: AbortHandle,
+    },
+    /// Bytes read.
+    Data {
+        node: NodeId,
+        generation: u64,
+        bytes: Vec<u8>,
+    },
+    /// Connecting failed, or the connection closed or failed.
+    Down {
+        node: NodeId,
+        generation: u64,
+        reason: String,
+    },
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// Read buffer size: larger replies arrive in several pieces, which the
+/// core accepts split anywhere.
+const READ_BUF: usize = 16 * 1024;
+
+/// Builds the TLS settings: the Mozilla roots plus an optional extra root
+/// (PEM, one or more certificates).
+pub(crate) fn tls_config(extra_ca_pem: Option<&[u8]>) -> io::Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| io::Error::other(format!("bad CA PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| io::Error::other(format!("bad CA certificate: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(io::Error::other("bad CA PEM: no certificate found"));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::other(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+async fn open(url: &NodeUrl, tls: Option<Arc<ClientConfig>>) -> io::Result<Box<dyn Stream>> {
+    let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
+    tcp.set_nodelay(true)?;
+    if !url.tls {
+        return Ok(Box::new(tcp));
+    }
+    let config = tls.ok_or_else(|| io::Error::other("TLS is not configured"))?;
+    let name = ServerName::try_from(url.host.as_str().to_owned())
+        .map_err(|e| io::Error::other(format!("bad TLS server name: {e}")))?;
+    let stream = TlsConnector::from(config).connect(name, tcp).await?;
+    Ok(Box::new(stream))
+}
+
+/// The connection task: connects within `timeout`, reports
+/// [`IoEvent::Up`] with a writer, then reads until the stream ends.
+pub(crate) async fn run(
+    node: NodeId,
+    generation: u64,
+    url: NodeUrl,
+    tls: Option<Arc<ClientConfig>>,
+    timeout: Duration,
+    events: mpsc::Sender<IoEvent>,
+) {
+    let stream = match tokio::time::timeout(timeout, open(&url, tls)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = format!("connect failed: {e}");
+            let _ = events
+                .send(IoEvent::Down {
+                    node,
+                    generation,
+                    reason,
+                })
+                .await;
+            return;
+        }
+        Err(_) => {
+            let reason = format!("connect timed out after {timeout:?}");
+            let _ = events
+                .send(IoEvent::Down {
+                    node,
+                    generation,
+                    reason,
+                })
+                .await;
+            return;
+        }
+    };
+    let (mut reader, writer) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer_task = tokio::spawn(write_loop(node, generation, writer, rx, events.clone()));
+    let up = IoEvent::Up {
+        node,
+        generation,
+        writer: tx,
+        writer_task: writer_task.abort_handle(),
+    };
+    if events.send(up).await.is_err() {
+        writer_task.abort();
+        return;
+    }
+    let mut buf = vec![0u8; READ_BUF];
+    let reason = loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => break "connection closed by the node".to_string(),
+            Ok(n) => {
+                let data = IoEvent::Data {
+                    node,
+                    generation,
+                    bytes: buf[..n].to_vec(),
+                };
+                if events.send(data).await.is_err() {
+                    writer_task.abort();
+                    return;
+                }
+            }
+            Err(e) => break format!("read failed: {e}"),
+        }
+    };
+    let _ = events
+        .send(IoEvent::Down {
+            node,
+            generation,
+            reason,
+        })
+        .await;
+}
+
+async fn write_loop(
+    node: NodeId,
+    generation: u64,
+    mut writer: tokio::io::WriteHalf<Box<dyn Stream>>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    events: mpsc::Sender<IoEvent>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while let Ok(more) = rx.try_recv() {
+            batch.extend_from_slice(&more);
+        }
+        let result = async {
+            writer.write_all(&batch).await?;
+            writer.flush().await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = events
+                .send(IoEvent::Down {
+                    node,
+                    generation,
+                    reason: format!("write failed: {e}"),
+                })
+                .await;
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
