@@ -65,12 +65,17 @@ pub(crate) fn run(
         });
     }
 
-    // Acquire in a thread so that SIGINT/SIGTERM can cut a long wait short.
+    // Acquire in a thread so that SIGINT/SIGTERM can cut a long wait short;
+    // cancelling undoes whatever part of the lock was taken.
+    let cancel = client.cancel_handle();
     {
         let client = client.clone();
         let resource = resource.to_owned();
+        let cancel = cancel.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(Msg::Acquired(Box::new(client.lock(resource.as_bytes()))));
+            let (ttl, retry) = (client.config().ttl, client.config().retry);
+            let result = client.lock_cancellable(resource.as_bytes(), ttl, retry, &cancel);
+            let _ = tx.send(Msg::Acquired(Box::new(result)));
         });
     }
     let lease = loop {
@@ -87,6 +92,17 @@ pub(crate) fn run(
                     "interrupted by {} while acquiring {resource:?}; CMD not started",
                     signal_name(o.signal)
                 ));
+                // Undo any part of the lock already taken before exiting; the
+                // core cancels at once, so this wait is short and bounded.
+                cancel.cancel();
+                let bound = client.config().node_timeout * 2 + Duration::from_secs(1);
+                let deadline = std::time::Instant::now() + bound;
+                while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+                    match rx.recv_timeout(left) {
+                        Ok(Msg::Acquired(_)) | Err(_) => break,
+                        Ok(Msg::Signal(_)) => {}
+                    }
+                }
                 return 128u8.saturating_add(u8::try_from(o.signal).unwrap_or(0));
             }
             Ok(Msg::Signal(_)) => {}

@@ -552,3 +552,60 @@ fn bad_inputs_are_typed_errors() {
     let err = c.lock("x").unwrap_err();
     assert!(err.to_string().contains(&dead), "{err}");
 }
+
+#[test]
+fn cancelled_acquire_leaves_no_partial_lock() {
+    let cluster = Cluster::start(3);
+    // Node 1 is held by someone else, node 2 stops answering: the attempt
+    // has one OK and waits for node 2 until the node timeout.
+    cluster.nodes[1].command(&["SET", "cancel:r", "other", "PX", "10000"]);
+    cluster.nodes[2].pause();
+    let client = Client::builder()
+        .nodes(cluster.urls())
+        .unwrap()
+        .ttl(Duration::from_secs(10))
+        .node_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let cancel = client.cancel_handle();
+    let started = Instant::now();
+    let worker = {
+        let (client, cancel) = (client.clone(), cancel.clone());
+        thread::spawn(move || {
+            client.lock_cancellable(
+                "cancel:r",
+                Duration::from_secs(10),
+                RetryPolicy::none(),
+                &cancel,
+            )
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        cluster.nodes[0]
+            .command(&["GET", "cancel:r"])
+            .as_str()
+            .map(str::len),
+        Some(40),
+        "node 0 said OK"
+    );
+    cancel.cancel();
+    let result = worker.join().unwrap();
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "cancel is immediate, not a node timeout"
+    );
+    // The OK node was released at once...
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(cluster.nodes[0].command(&["GET", "cancel:r"]), Reply::Nil);
+    // ...and the paused node, once it runs again, applies our SET and then
+    // the release queued behind it on the same connection.
+    cluster.nodes[2].resume();
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(cluster.nodes[2].command(&["GET", "cancel:r"]), Reply::Nil);
+    assert_eq!(
+        cluster.nodes[1].command(&["GET", "cancel:r"]).as_str(),
+        Some("other")
+    );
+}

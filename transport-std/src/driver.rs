@@ -20,6 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -56,6 +57,8 @@ pub(crate) enum Command {
         ttl: Duration,
         retry: RetryPolicy,
         rng: OsBytes,
+        /// Set from another thread to cancel the acquire.
+        cancel: Option<Arc<AtomicBool>>,
     },
     Extend {
         resource: Vec<u8>,
@@ -68,6 +71,8 @@ pub(crate) enum Command {
         resource: Vec<u8>,
         token: Token,
     },
+    /// Wakes the driver to look for acquires whose cancel flag is set.
+    Cancel,
 }
 
 /// The result of one [`Command`].
@@ -221,6 +226,8 @@ fn instant_since(epoch: std::time::Instant) -> Instant {
 #[derive(Debug)]
 struct PendingOp {
     reply: Option<mpsc::SyncSender<Outcome>>,
+    /// The acquire's cancel flag, until the core has been told.
+    cancel: Option<Arc<AtomicBool>>,
     /// Per node, the last error the core reported for this operation.
     errors: Vec<Option<String>>,
 }
@@ -449,13 +456,22 @@ impl Driver {
     /// Calls the core command for one request.
     fn start(&mut self, req: Request) {
         let now = self.now();
+        let mut cancel_flag = None;
         let result = match req.cmd {
             Command::Acquire {
                 resource,
                 ttl,
                 retry,
                 mut rng,
-            } => self.core.acquire_with(&resource, ttl, retry, &mut rng, now),
+                cancel,
+            } => {
+                cancel_flag = cancel;
+                self.core.acquire_with(&resource, ttl, retry, &mut rng, now)
+            }
+            Command::Cancel => {
+                self.cancel_flagged();
+                return;
+            }
             Command::Extend {
                 resource,
                 token,
@@ -473,15 +489,36 @@ impl Driver {
                     op,
                     PendingOp {
                         reply: req.reply,
+                        cancel: cancel_flag,
                         errors: vec![None; self.nodes.len()],
                     },
                 );
+                self.cancel_flagged();
             }
             Err(e) => {
                 if let Some(r) = req.reply {
                     let _ = r.send(Outcome::Refused(e));
                 }
             }
+        }
+        self.drain();
+    }
+
+    /// Cancels, in the core, every acquire whose cancel flag is set: the core
+    /// undoes whatever part of the lock it took and ends the operation.
+    fn cancel_flagged(&mut self) {
+        let now = self.now();
+        let flagged: Vec<OpId> = self
+            .pending
+            .iter_mut()
+            .filter(|(_, p)| p.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)))
+            .map(|(op, p)| {
+                p.cancel = None;
+                *op
+            })
+            .collect();
+        for op in flagged {
+            self.core.cancel(op, now);
         }
         self.drain();
     }

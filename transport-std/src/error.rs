@@ -109,6 +109,9 @@ pub enum Error {
     Command(CommandError),
     /// The operating system failed us (RNG, threads, the driver stopped).
     Io(std::io::Error),
+    /// The acquire was cancelled through a [`Cancel`](crate::Cancel) handle;
+    /// whatever part of the lock it took has been released.
+    Cancelled,
 }
 
 impl Error {
@@ -130,6 +133,7 @@ impl Error {
         match f.kind() {
             FailureKind::Busy => Error::Busy(f),
             FailureKind::AuthFailed => Error::Auth(f),
+            FailureKind::Cancelled => Error::Cancelled,
             _ => Error::Unavailable(f),
         }
     }
@@ -146,6 +150,7 @@ impl fmt::Display for Error {
             Error::Config(e) => write!(f, "bad configuration: {e}"),
             Error::Command(e) => write!(f, "command refused: {e}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Cancelled => f.write_str("cancelled (any part of the lock taken was released)"),
         }
     }
 }
@@ -159,7 +164,7 @@ impl std::error::Error for Error {
             Error::Url { error, .. } => Some(error),
             Error::Command(e) => Some(e),
             Error::Io(e) => Some(e),
-            Error::Config(_) => None,
+            Error::Config(_) | Error::Cancelled => None,
         }
     }
 }

@@ -60,6 +60,7 @@
 
 #![warn(missing_docs)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -250,6 +251,42 @@ struct Inner {
     config: Config,
 }
 
+/// Cancels blocking acquires started with
+/// [`Client::lock_cancellable`]; cheap to clone and to send to another
+/// thread.
+#[derive(Clone, Debug)]
+pub struct Cancel {
+    flag: Arc<AtomicBool>,
+    client: Client,
+}
+
+impl Cancel {
+    /// Cancels the acquire(s) using this handle; effective at once.
+    ///
+    /// ```no_run
+    /// # let client = redlock_std::Client::builder().node("redis://127.0.0.1")?.build()?;
+    /// let cancel = client.cancel_handle();
+    /// cancel.cancel();
+    /// assert!(cancel.is_cancelled());
+    /// # Ok::<(), redlock_std::Error>(())
+    /// ```
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.client.inner.driver.submit_detached(Command::Cancel);
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    ///
+    /// ```no_run
+    /// # let client = redlock_std::Client::builder().node("redis://127.0.0.1")?.build()?;
+    /// assert!(!client.cancel_handle().is_cancelled());
+    /// # Ok::<(), redlock_std::Error>(())
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
 /// A blocking Redlock client. Cheap to clone; clones share one driver
 /// thread and one connection per node. The driver stops when the last clone
 /// (and the last [`Lease`] or [`Keeper`], which hold one) is dropped.
@@ -321,19 +358,82 @@ impl Client {
         ttl: Duration,
         retry: RetryPolicy,
     ) -> Result<Lease, Error> {
+        self.acquire(resource.as_ref(), ttl, retry, None)
+    }
+
+    /// Like [`lock_with`](Self::lock_with), but `cancel` (triggered from
+    /// another thread, e.g. one handling signals) stops it: whatever part of
+    /// the lock was taken is released at once and [`Error::Cancelled`] is
+    /// returned, even if the lock had just been won.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # let client = redlock_std::Client::builder().node("redis://127.0.0.1")?.build()?;
+    /// let cancel = client.cancel_handle();
+    /// let c = cancel.clone();
+    /// std::thread::spawn(move || { std::thread::sleep(Duration::from_secs(1)); c.cancel(); });
+    /// let patient = redlock_std::RetryPolicy { wait: Some(Duration::from_secs(60)), ..Default::default() };
+    /// match client.lock_cancellable("jobs:42", Duration::from_secs(10), patient, &cancel) {
+    ///     Err(redlock_std::Error::Cancelled) => { /* gave up cleanly */ }
+    ///     other => { let _ = other?; }
+    /// }
+    /// # Ok::<(), redlock_std::Error>(())
+    /// ```
+    pub fn lock_cancellable(
+        &self,
+        resource: impl AsRef<[u8]>,
+        ttl: Duration,
+        retry: RetryPolicy,
+        cancel: &Cancel,
+    ) -> Result<Lease, Error> {
+        self.acquire(resource.as_ref(), ttl, retry, Some(cancel))
+    }
+
+    /// A handle that cancels acquires started with
+    /// [`lock_cancellable`](Self::lock_cancellable).
+    ///
+    /// ```no_run
+    /// # let client = redlock_std::Client::builder().node("redis://127.0.0.1")?.build()?;
+    /// let cancel = client.cancel_handle();
+    /// assert!(!cancel.is_cancelled());
+    /// # Ok::<(), redlock_std::Error>(())
+    /// ```
+    pub fn cancel_handle(&self) -> Cancel {
+        Cancel {
+            flag: Arc::new(AtomicBool::new(false)),
+            client: self.clone(),
+        }
+    }
+
+    fn acquire(
+        &self,
+        resource: &[u8],
+        ttl: Duration,
+        retry: RetryPolicy,
+        cancel: Option<&Cancel>,
+    ) -> Result<Lease, Error> {
         let rng = rng::OsBytes::fetch()?;
         let cmd = Command::Acquire {
-            resource: resource.as_ref().to_vec(),
+            resource: resource.to_vec(),
             ttl,
             retry,
             rng,
+            cancel: cancel.map(|c| c.flag.clone()),
         };
         match self.inner.driver.submit(cmd)? {
-            Outcome::Acquired(lease) => Ok(Lease {
-                client: self.clone(),
-                lease,
-                armed: true,
-            }),
+            Outcome::Acquired(lease) => {
+                let lease = Lease {
+                    client: self.clone(),
+                    lease,
+                    armed: true,
+                };
+                if cancel.is_some_and(Cancel::is_cancelled) {
+                    // Won just as it was cancelled: give it back at once.
+                    let _ = lease.release();
+                    return Err(Error::Cancelled);
+                }
+                Ok(lease)
+            }
             Outcome::Failed(f) => Err(Error::from_acquire(f)),
             other => Err(unexpected(other)),
         }
