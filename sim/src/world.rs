@@ -531,7 +531,8 @@ impl<'a> World<'a> {
                 tl.actions = a.clone();
             }
             tl.overlap = self.checker.first.clone();
-            tl.end = self.now;
+            // Show the overlapping beliefs whole, not cut at the detection.
+            tl.end = tl.segments.iter().map(|g| g.end).fold(self.now, u64::max);
             tl.ttl = self.p.ttl;
             tl.render(self.seed)
         });

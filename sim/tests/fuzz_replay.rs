@@ -21,6 +21,9 @@ fn replay(dir: &Path) -> usize {
     let mut targets: Vec<_> = targets.filter_map(Result::ok).collect();
     targets.sort_by_key(|e| e.file_name());
     for t in targets {
+        if !t.path().is_dir() {
+            continue;
+        }
         let name = t.file_name().to_string_lossy().into_owned();
         let f = target(&name);
         let mut files: Vec<_> = std::fs::read_dir(t.path())
