@@ -55,9 +55,6 @@ impl fmt::Display for Failure {
         write!(f, "{} after {attempts} attempt{s}", self.error.kind)?;
         let mut first = true;
         for n in &self.nodes {
-            if n.outcome == NodeOutcome::Ok {
-                continue;
-            }
             f.write_str(if first { ": " } else { "; " })?;
             first = false;
             write!(f, "{}: ", n.url)?;
@@ -67,7 +64,7 @@ impl fmt::Display for Failure {
                 (NodeOutcome::Pending, Some(e)) => write!(f, "no answer ({e})")?,
                 (NodeOutcome::Failed(k), None) => write!(f, "{k}")?,
                 (NodeOutcome::Failed(_), Some(e)) => write!(f, "{e}")?,
-                (NodeOutcome::Ok, _) => {}
+                (NodeOutcome::Ok, _) => f.write_str("ok")?,
             }
         }
         Ok(())

@@ -95,17 +95,14 @@ impl Failure {
 
 impl fmt::Display for Failure {
     /// `too few nodes answered to decide after 1 attempt: redis://h:1: timed
-    /// out (no reply in time); redis://h:2: held by another token`: every
-    /// node that did not say OK, by redacted URL.
+    /// out (no reply in time); redis://h:2: held by another token;
+    /// redis://h:3: ok`: every node, by redacted URL.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let a = self.error.attempts;
         let s = if a == 1 { "" } else { "s" };
         write!(f, "{} after {a} attempt{s}", self.error.kind)?;
         let mut first = true;
         for n in &self.nodes {
-            if n.outcome == NodeOutcome::Ok {
-                continue;
-            }
             f.write_str(if first { ": " } else { "; " })?;
             first = false;
             write!(f, "{}: ", n.url)?;
@@ -115,7 +112,7 @@ impl fmt::Display for Failure {
                 (NodeOutcome::Pending, Some(e)) => write!(f, "no answer ({e})")?,
                 (NodeOutcome::Failed(k), None) => write!(f, "{k}")?,
                 (NodeOutcome::Failed(k), Some(e)) => write!(f, "{k} ({e})")?,
-                (NodeOutcome::Ok, _) => {}
+                (NodeOutcome::Ok, _) => f.write_str("ok")?,
             }
         }
         Ok(())
