@@ -5,6 +5,7 @@
 //! they come, bytes to write come from the core's `poll_transmit`.
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use redlock_core::NodeId;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -28,7 +30,7 @@ pub(crate) enum IoEvent {
     Up {
         node: NodeId,
         generation: u64,
-        writer: mpsc::UnboundedSender<Vec<u8>>,
+        writer: Writer,
         writer_task: AbortHandle,
     },
     /// Bytes read.
@@ -43,6 +45,41 @@ pub(crate) enum IoEvent {
         generation: u64,
         reason: String,
     },
+}
+
+/// The driver's end of a connection's write side.
+///
+/// On plain TCP the driver writes directly with a non-blocking `try_write`
+/// (no task hop on the hot path); only what the socket does not take at once
+/// goes to the writer task, and while anything is queued there every later
+/// write queues behind it, so bytes are never reordered. TLS streams always
+/// go through the writer task.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    direct: Option<Arc<OwnedWriteHalf>>,
+    /// Messages handed to the writer task and not yet fully written.
+    queued: Arc<AtomicUsize>,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Writer {
+    /// Writes `data` in order after everything written before. Errors are
+    /// left to the writer task, which reports the connection down.
+    pub(crate) fn write(&self, data: &[u8]) {
+        let mut rest = data;
+        if let Some(direct) = &self.direct {
+            if self.queued.load(Ordering::Acquire) == 0 {
+                match direct.try_write(data) {
+                    Ok(n) if n == data.len() => return,
+                    Ok(n) => rest = &data[n..],
+                    Err(_) => {}
+                }
+            }
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        // A closed writer task reports `Down` by itself.
+        let _ = self.tx.send(rest.to_vec());
+    }
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -79,17 +116,24 @@ pub(crate) fn tls_config(extra_ca_pem: Option<&[u8]>) -> io::Result<Arc<ClientCo
     Ok(Arc::new(config))
 }
 
-async fn open(url: &NodeUrl, tls: Option<Arc<ClientConfig>>) -> io::Result<Box<dyn Stream>> {
+/// An open connection: plain TCP (written to directly by the driver) or
+/// any other stream (TLS).
+enum Opened {
+    Tcp(TcpStream),
+    Other(Box<dyn Stream>),
+}
+
+async fn open(url: &NodeUrl, tls: Option<Arc<ClientConfig>>) -> io::Result<Opened> {
     let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
     tcp.set_nodelay(true)?;
     if !url.tls {
-        return Ok(Box::new(tcp));
+        return Ok(Opened::Tcp(tcp));
     }
     let config = tls.ok_or_else(|| io::Error::other("TLS is not configured"))?;
     let name = ServerName::try_from(url.host.as_str().to_owned())
         .map_err(|e| io::Error::other(format!("bad TLS server name: {e}")))?;
     let stream = TlsConnector::from(config).connect(name, tcp).await?;
-    Ok(Box::new(stream))
+    Ok(Opened::Other(Box::new(stream)))
 }
 
 /// The connection task: connects within `timeout`, reports
@@ -127,13 +171,34 @@ pub(crate) async fn run(
             return;
         }
     };
-    let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer_task = tokio::spawn(write_loop(node, generation, writer, rx, events.clone()));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (mut reader, direct, writer_task): (Box<dyn AsyncRead + Send + Unpin>, _, _) = match stream
+    {
+        Opened::Tcp(tcp) => {
+            let (r, w) = tcp.into_split();
+            let w = Arc::new(w);
+            let task = tokio::spawn(tcp_write_loop(
+                node,
+                generation,
+                w.clone(),
+                rx,
+                queued.clone(),
+                events.clone(),
+            ));
+            (Box::new(r), Some(w), task)
+        }
+        Opened::Other(stream) => {
+            let (r, w) = tokio::io::split(stream);
+            let task = tokio::spawn(write_loop(node, generation, w, rx, events.clone()));
+            (Box::new(r), None, task)
+        }
+    };
+    let writer = Writer { direct, queued, tx };
     let up = IoEvent::Up {
         node,
         generation,
-        writer: tx,
+        writer,
         writer_task: writer_task.abort_handle(),
     };
     if events.send(up).await.is_err() {
@@ -165,6 +230,42 @@ pub(crate) async fn run(
             reason,
         })
         .await;
+}
+
+/// The fallback writer for plain TCP: writes what the driver's `try_write`
+/// could not, in order, and tells the driver when the queue is empty again.
+async fn tcp_write_loop(
+    node: NodeId,
+    generation: u64,
+    writer: Arc<OwnedWriteHalf>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    events: mpsc::Sender<IoEvent>,
+) {
+    while let Some(buf) = rx.recv().await {
+        let mut off = 0;
+        while off < buf.len() {
+            let result = match writer.writable().await {
+                Ok(()) => writer.try_write(&buf[off..]),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    let _ = events
+                        .send(IoEvent::Down {
+                            node,
+                            generation,
+                            reason: format!("write failed: {e}"),
+                        })
+                        .await;
+                    return;
+                }
+            }
+        }
+        queued.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 async fn write_loop(

@@ -128,7 +128,7 @@ struct Node {
     url: NodeUrl,
     redacted: String,
     generation: u64,
-    writer: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    writer: Option<crate::conn::Writer>,
     tasks: Vec<AbortHandle>,
     /// The last thing that went wrong with the link (connect error, ...).
     last_error: Option<String>,
@@ -420,13 +420,10 @@ impl Driver {
     fn drain(&mut self) {
         loop {
             while let Some(t) = self.core.poll_transmit(&mut self.buf) {
-                let bytes = self.buf[..t.len].to_vec();
+                let bytes = &self.buf[..t.len];
                 if let Some(n) = self.nodes.get(t.node.index()) {
                     match &n.writer {
-                        Some(w) => {
-                            // A closed writer reports `Down` by itself.
-                            let _ = w.send(bytes);
-                        }
+                        Some(w) => w.write(bytes),
                         None => trace!(node = t.node.0, "transmit without a connection"),
                     }
                 }
