@@ -47,6 +47,13 @@
 //!   interval (from `Acquired` until the lease deadline mapped to true time,
 //!   cut short by release, extension or loss) overlaps another client's
 //!   belief or protected action.
+//! * **Quorum backing**, before every event and when a belief ends: at
+//!   every true time inside a client's belief in a resource, at least a
+//!   quorum (N/2 + 1) of the nodes block everyone else from it, by being
+//!   down or by holding the resource with the belief's token, unexpired on
+//!   their own clock. This is what Redlock's validity rule promises, and it
+//!   fails as soon as a belief outlives its keys, without waiting for a
+//!   second client to ask at the wrong moment.
 //! * **Liveness**: after the faults heal, every client acquires at least
 //!   once within 40 TTLs.
 //! * **Bounded steps**: more events than [`Scenario::max_steps`] is a

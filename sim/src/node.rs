@@ -266,6 +266,22 @@ impl SimNode {
             .map(|v| v.data.as_slice())
     }
 
+    /// The stored value of `key` in database 0 and its expiry (node clock,
+    /// ms; `None` = persistent), whether or not it has expired yet (an
+    /// expired key stays stored until something looks it up).
+    ///
+    /// ```
+    /// let mut node = redlock_sim::node::SimNode::new();
+    /// node.reply(0, b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nPX\r\n$2\r\n10\r\n");
+    /// assert_eq!(node.entry(b"k"), Some((b"v".as_slice(), Some(10))));
+    /// assert_eq!(node.get(11, b"k"), None);
+    /// ```
+    pub fn entry(&self, key: &[u8]) -> Option<(&[u8], Option<u64>)> {
+        self.dbs[0]
+            .get(key)
+            .map(|v| (v.data.as_slice(), v.expire_at))
+    }
+
     fn lookup(&mut self, db: usize, now_ms: u64, key: &[u8]) -> Option<&mut Value> {
         let map = &mut self.dbs[db];
         if map.get(key).is_some_and(|v| expired(v, now_ms)) {

@@ -236,7 +236,9 @@ impl Stats {
 /// Why a run failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureClass {
-    /// Two clients held (or acted on) one resource at the same true time.
+    /// Two clients held (or acted on) one resource at the same true time,
+    /// or a client believed it held a resource that fewer than a quorum of
+    /// nodes kept from the others (quorum backing).
     Safety,
     /// After the faults healed, some client never acquired in time.
     Liveness,

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::checker::{Overlap, Segment};
+use crate::checker::{Overlap, Segment, Unbacked};
 
 const LEFT: f64 = 130.0;
 const WIDTH: f64 = 1100.0;
@@ -27,6 +27,8 @@ pub(crate) struct Timeline {
     /// (client, from, until, unsafe)
     pub(crate) pauses: Vec<(usize, u64, u64, bool)>,
     pub(crate) overlap: Option<Overlap>,
+    /// A belief without a quorum of blocking nodes behind it.
+    pub(crate) unbacked: Option<Unbacked>,
     pub(crate) end: u64,
     pub(crate) ttl: u64,
 }
@@ -70,7 +72,15 @@ impl Timeline {
                 o.resource,
                 o.at as f64 / 1e6
             ),
-            None => format!("seed {seed}: no violation"),
+            None => match &self.unbacked {
+                Some(u) => format!(
+                    "seed {seed}: VIOLATION, client {}'s belief in resource {} not backed by a quorum of nodes at {:.6}s",
+                    u.client,
+                    u.resource,
+                    u.at as f64 / 1e6
+                ),
+                None => format!("seed {seed}: no violation"),
+            },
         };
         let _ = writeln!(
             s,
@@ -128,6 +138,19 @@ impl Timeline {
                         self.rect(&mut s, a, b, y + 6.0, 14.0, "#e02020", "overlap");
                     }
                 }
+            }
+            if let Some(u) = self.unbacked.as_ref().filter(|u| u.client == c) {
+                // Red from the unbacked instant to the belief's end.
+                let end = u.segment.end.max(u.at + 1);
+                self.rect(
+                    &mut s,
+                    u.at,
+                    end,
+                    y + 6.0,
+                    14.0,
+                    "#e02020",
+                    "no quorum behind",
+                );
             }
             for &(ac, r, at) in &self.actions {
                 if ac == c {

@@ -6,7 +6,7 @@ use core::time::Duration;
 use std::collections::{BinaryHeap, VecDeque};
 
 use redlock_core::{
-    Config, Event, FailureKind, Instant, Lease, NodeConfig, NodeId, OpId, RetryPolicy,
+    Config, Event, FailureKind, Instant, Lease, NodeConfig, NodeId, OpId, RetryPolicy, Token,
 };
 
 use crate::checker::Checker;
@@ -477,6 +477,85 @@ impl<'a> World<'a> {
         ((c as u64) << 32) | u64::from(epoch)
     }
 
+    /// Whether node `n` blocks resource `r` for `token` at true time `t`:
+    /// down, or holding `r` = `token` unexpired on its own clock.
+    fn blocks(node: &NodeSt, r: usize, token: &Token, t: u64) -> bool {
+        if !node.up {
+            return true;
+        }
+        match node.redis.entry(RESOURCES[r]) {
+            Some((v, exp)) if v == token.as_bytes() => {
+                exp.is_none_or(|e| node.clock.local(t) / MS <= e)
+            }
+            _ => false,
+        }
+    }
+
+    /// The quorum-backing invariant (see the checker's docs): every open
+    /// belief must have a quorum of blocking nodes at every instant.
+    fn check_backing(&mut self) -> Option<(FailureClass, String)> {
+        let q = self.nodes.len() / 2 + 1;
+        let nodes = &self.nodes;
+        self.checker.check_backing(self.now, |r, token, t| {
+            let mut k = 0;
+            for node in nodes {
+                if Self::blocks(node, r, token, t) {
+                    k += 1;
+                    if k >= q {
+                        return true;
+                    }
+                }
+            }
+            false
+        });
+        let u = self.checker.unbacked.clone()?;
+        let details: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                let what = if !node.up {
+                    "down (blocks)".to_string()
+                } else {
+                    match node.redis.entry(RESOURCES[u.resource]) {
+                        None => "no key".to_string(),
+                        Some((v, _)) if v != u.token.as_bytes() => {
+                            format!("another token {:?}", String::from_utf8_lossy(v))
+                        }
+                        Some((_, None)) => "holds it, no expiry (blocks)".to_string(),
+                        Some((_, Some(e))) => {
+                            let gone = node.clock.true_at((e + 1) * MS, 0);
+                            if Self::blocks(node, u.resource, &u.token, u.at) {
+                                format!("holds it until {} (blocks)", secs(gone))
+                            } else {
+                                format!("its key expired at {} on its clock", secs(gone))
+                            }
+                        }
+                    }
+                };
+                format!("n{n} {what}")
+            })
+            .collect();
+        let backed = (0..self.nodes.len())
+            .filter(|&n| Self::blocks(&self.nodes[n], u.resource, &u.token, u.at))
+            .count();
+        let msg = format!(
+            "client {} believed it held {:?} at {} but only {} of {} nodes backed it (quorum {}; belief {} .. {}, token {}): {}",
+            u.client,
+            String::from_utf8_lossy(RESOURCES[u.resource]),
+            secs(u.at),
+            backed,
+            self.nodes.len(),
+            q,
+            secs(u.segment.start),
+            secs(u.segment.end),
+            u.token.as_str(),
+            details.join(", "),
+        );
+        self.log(|| format!("VIOLATION: {msg}"));
+        Some((FailureClass::Safety, msg))
+    }
+
     // ------------------------------------------------------------------ run
 
     pub(crate) fn run(mut self) -> Outcome {
@@ -509,7 +588,11 @@ impl<'a> World<'a> {
             self.jump_arm = arm(Fault::ClockJump, &mut self);
             self.pause_arm = arm(Fault::Pause, &mut self);
         }
-        let failure = self.main_loop();
+        let mut failure = self.main_loop();
+        if failure.is_none() {
+            // The beliefs still open when the run stops, up to now.
+            failure = self.check_backing();
+        }
         self.checker.finish();
         self.stats.sim_micros = self.now;
         let trace = self
@@ -531,6 +614,7 @@ impl<'a> World<'a> {
                 tl.actions = a.clone();
             }
             tl.overlap = self.checker.first.clone();
+            tl.unbacked = self.checker.unbacked.clone();
             // Show the overlapping beliefs whole, not cut at the detection.
             tl.end = tl.segments.iter().map(|g| g.end).fold(self.now, u64::max);
             tl.ttl = self.p.ttl;
@@ -562,6 +646,11 @@ impl<'a> World<'a> {
                 ));
             }
             fnv(&mut self.hash, item.time);
+            // Quorum backing of every open belief, up to now, with the node
+            // state the previous event left.
+            if let Some(f) = self.check_backing() {
+                return Some(f);
+            }
             self.dispatch(item.ev);
             if let Some(o) = self.checker.first.clone() {
                 let what = if o.action {
@@ -938,7 +1027,8 @@ impl<'a> World<'a> {
                                 secs(end),
                             )
                         });
-                        self.checker.believe(c, hold.r, self.now, end);
+                        self.checker
+                            .believe(c, hold.r, self.now, end, *lease.token());
                         hold.lease = lease;
                         self.plan_hold(c, hold);
                     }
@@ -1055,7 +1145,7 @@ impl<'a> World<'a> {
                 secs(lease.deadline().as_micros() - lease.start().as_micros()),
             )
         });
-        self.checker.believe(c, r, self.now, end);
+        self.checker.believe(c, r, self.now, end, *lease.token());
         self.maybe_unsafe_wave(c);
         let extends_left = if self.sc.script.is_some() { 0 } else { 2 };
         let hold = Hold {
