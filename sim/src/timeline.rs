@@ -66,17 +66,17 @@ impl Timeline {
         let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
         let title = match &self.overlap {
             Some(o) => format!(
-                "seed {seed}: VIOLATION, client {} and client {} overlap on resource {} at {:.6}s",
+                "seed {seed}: VIOLATION, client {} and client {} overlap on {:?} at {:.6}s",
                 o.client,
                 o.other,
-                o.resource,
+                resource_name(o.resource),
                 o.at as f64 / 1e6
             ),
             None => match &self.unbacked {
                 Some(u) => format!(
-                    "seed {seed}: VIOLATION, client {}'s belief in resource {} not backed by a quorum of nodes at {:.6}s",
+                    "seed {seed}: VIOLATION, client {}'s belief in {:?} not backed by a quorum of nodes at {:.6}s",
                     u.client,
-                    u.resource,
+                    resource_name(u.resource),
                     u.at as f64 / 1e6
                 ),
                 None => format!("seed {seed}: no violation"),
@@ -222,4 +222,12 @@ impl Timeline {
             until as f64 / 1e6
         );
     }
+}
+
+/// The name of resource `r` as the workload uses it.
+fn resource_name(r: usize) -> String {
+    crate::world::RESOURCES
+        .get(r)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_else(|| format!("#{r}"))
 }

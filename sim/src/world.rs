@@ -17,7 +17,7 @@ use crate::scenario::{FailureClass, Fault, Outcome, Scenario, ScriptFault, SimCo
 use crate::timeline::Timeline;
 
 const MS: u64 = 1_000;
-const RESOURCES: [&[u8]; 2] = [b"r", b"r2"];
+pub(crate) const RESOURCES: [&[u8]; 2] = [b"r", b"r2"];
 
 /// Events in the queue.
 #[derive(Debug)]
