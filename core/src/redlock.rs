@@ -137,6 +137,10 @@ pub struct Redlock<const OPS: usize = 64, const PIPE: usize = 128> {
     /// putting hundreds of kilobytes on the caller's stack.
     links: Box<[Link<PIPE>]>,
     slots: Box<[Slot]>,
+    /// Free slot indices (a stack; capacity `OPS`, allocated in `new`).
+    free: Vec<u16>,
+    /// Operations in a retry pause: when 0, timers need not scan the slots.
+    waiting: usize,
     ready: heapless::Deque<u16, OPS>,
     events: heapless::Deque<Event, EVENT_CAP>,
     dropped_diagnostics: u64,
@@ -191,6 +195,8 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
                     op: None,
                 })
                 .collect(),
+            free: (0..OPS as u16).rev().collect(),
+            waiting: 0,
             ready: heapless::Deque::new(),
             events,
             dropped_diagnostics: 0,
@@ -665,6 +671,9 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             }
         }
         for slot in 0..OPS {
+            if self.waiting == 0 {
+                break;
+            }
             let Some(op) = self.slots[slot].op.as_ref() else {
                 continue;
             };
@@ -784,13 +793,15 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
                 consider(until);
             }
         }
-        for slot in &self.slots {
-            if let Some(Op {
-                phase: Phase::Waiting(until),
-                ..
-            }) = slot.op
-            {
-                consider(until);
+        if self.waiting > 0 {
+            for slot in &self.slots {
+                if let Some(Op {
+                    phase: Phase::Waiting(until),
+                    ..
+                }) = slot.op
+                {
+                    consider(until);
+                }
             }
         }
         next
@@ -844,11 +855,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         }
         let resource =
             heapless::Vec::from_slice(resource).map_err(|_| CommandError::BadResource)?;
-        let slot = self
-            .slots
-            .iter()
-            .position(|s| s.op.is_none())
-            .ok_or(CommandError::TooManyOperations)?;
+        let slot = usize::from(self.free.pop().ok_or(CommandError::TooManyOperations)?);
         let s = &mut self.slots[slot];
         s.generation = s.generation.wrapping_add(1);
         s.op = Some(Op {
@@ -876,8 +883,13 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         let n = self.links.len();
         let deadline = now + self.config.node_timeout;
         let Some(op) = self.op_mut(id) else { return };
+        let was_waiting = matches!(op.phase, Phase::Waiting(_));
         op.t0 = now;
         op.phase = Phase::Running;
+        if was_waiting {
+            self.waiting -= 1;
+        }
+        let Some(op) = self.op_mut(id) else { return };
         op.outcomes = NodeReport::new(n);
         op.maybe_landed = 0;
         let cmd = match op.kind {
@@ -924,6 +936,8 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             .is_some_and(|op| op.refs == 0 && op.phase == Phase::Finished && op.polled);
         if free {
             self.slots[id.slot()].op = None;
+            // Never exceeds OPS entries: each slot is freed once per use.
+            self.free.push(id.slot() as u16);
         }
     }
 
@@ -988,8 +1002,12 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         if op.phase == Phase::Finished {
             return;
         }
+        let was_waiting = matches!(op.phase, Phase::Waiting(_));
         op.phase = Phase::Finished;
         op.result = Some(done);
+        if was_waiting {
+            self.waiting -= 1;
+        }
         // Cannot overflow: each slot is queued at most once per generation.
         let _ = self.ready.push_back(id.slot() as u16);
     }
@@ -1037,6 +1055,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         };
         if again {
             op.phase = Phase::Waiting(next);
+            self.waiting += 1;
         } else {
             self.finish_failure(id, kind);
         }

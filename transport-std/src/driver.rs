@@ -38,9 +38,9 @@ use crate::rng::OsBytes;
 
 /// Operations in progress at once in one client (acquires with their retry
 /// pauses, extends, releases).
-pub(crate) const OPS: usize = 256;
+pub(crate) const OPS: usize = 1024;
 /// Requests in flight on one node's connection.
-pub(crate) const PIPE: usize = 512;
+pub(crate) const PIPE: usize = 4096;
 
 /// The core type the blocking client drives.
 pub(crate) type Core = Redlock<OPS, PIPE>;
