@@ -55,6 +55,12 @@
 //!   3. [`poll_timeout`](Redlock::poll_timeout): when to call
 //!      `handle_timeout` next.
 //!
+//! Several inputs may be given before one drain (a driver that read from
+//! three sockets may feed all three, then drain): outputs accumulate, and
+//! commands queued for one node then leave in one write. Operation results
+//! are never lost while waiting to be drained; only diagnostics beyond a
+//! fixed budget are dropped (and counted).
+//!
 //! **Time.** Every input carries `now`, an [`Instant`] from the caller's
 //! *monotonic* clock. It must not go backwards; if it does, the core treats
 //! the earlier instant as "no time has passed" (never a panic). The deadline

@@ -389,9 +389,12 @@ impl Driver {
                 Ok(mut q) => (std::mem::take(&mut q.requests), q.shutdown),
                 Err(_) => (VecDeque::new(), true),
             };
+            // Start every queued request, then drain once: commands for one
+            // node leave in one write (the core batches per node).
             for req in requests {
                 self.start(req);
             }
+            self.drain();
             if shutdown {
                 // Let in-flight operations (e.g. releases on drop) finish,
                 // bounded by a couple of node timeouts.
@@ -430,9 +433,11 @@ impl Driver {
                 .filter(|e| e.token() != WAKER)
                 .map(|e| e.token().0)
                 .collect();
+            // Feed every readable socket, then drain once.
             for i in ready {
                 self.on_ready(i);
             }
+            self.drain();
 
             // 4. Timers: connect deadlines, then the core's.
             let now_std = std::time::Instant::now();
@@ -501,7 +506,7 @@ impl Driver {
                 }
             }
         }
-        self.drain();
+        // The caller drains once after starting every queued request.
     }
 
     /// Cancels, in the core, every acquire whose cancel flag is set: the core
@@ -520,7 +525,6 @@ impl Driver {
         for op in flagged {
             self.core.cancel(op, now);
         }
-        self.drain();
     }
 
     /// Drains the core's outputs until it has nothing more to say.
@@ -806,7 +810,6 @@ impl Driver {
                     let now = self.now();
                     let data = self.rx.get(..n).unwrap_or(&[]);
                     self.core.handle_input(NodeId(i as u8), data, now);
-                    self.drain();
                 }
                 ReadResult::WouldBlock => return,
                 ReadResult::Closed => {
