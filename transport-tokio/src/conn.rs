@@ -14,7 +14,7 @@ use redlock_core::NodeId;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -26,12 +26,15 @@ use tokio_rustls::TlsConnector;
 /// closed are recognised and dropped.
 #[derive(Debug)]
 pub(crate) enum IoEvent {
-    /// Connected: write through `writer`.
+    /// Connected: write through `writer`. On plain TCP the driver reads the
+    /// socket itself through `reader` (no task hop per reply); otherwise this
+    /// connection's task keeps reading and sends `Data`.
     Up {
         node: NodeId,
         generation: u64,
         writer: Writer,
         writer_task: AbortHandle,
+        reader: Option<OwnedReadHalf>,
     },
     /// Bytes read.
     Data {
@@ -173,9 +176,9 @@ pub(crate) async fn run(
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    let (mut reader, direct, writer_task): (Box<dyn AsyncRead + Send + Unpin>, _, _) = match stream
-    {
+    let (mut reader, writer_task) = match stream {
         Opened::Tcp(tcp) => {
+            // The driver reads and (mostly) writes this socket itself.
             let (r, w) = tcp.into_split();
             let w = Arc::new(w);
             let task = tokio::spawn(tcp_write_loop(
@@ -186,20 +189,38 @@ pub(crate) async fn run(
                 queued.clone(),
                 events.clone(),
             ));
-            (Box::new(r), Some(w), task)
+            let up = IoEvent::Up {
+                node,
+                generation,
+                writer: Writer {
+                    direct: Some(w),
+                    queued,
+                    tx,
+                },
+                writer_task: task.abort_handle(),
+                reader: Some(r),
+            };
+            if events.send(up).await.is_err() {
+                task.abort();
+            }
+            return;
         }
         Opened::Other(stream) => {
             let (r, w) = tokio::io::split(stream);
             let task = tokio::spawn(write_loop(node, generation, w, rx, events.clone()));
-            (Box::new(r), None, task)
+            (r, task)
         }
     };
-    let writer = Writer { direct, queued, tx };
     let up = IoEvent::Up {
         node,
         generation,
-        writer,
+        writer: Writer {
+            direct: None,
+            queued,
+            tx,
+        },
         writer_task: writer_task.abort_handle(),
+        reader: None,
     };
     if events.send(up).await.is_err() {
         writer_task.abort();

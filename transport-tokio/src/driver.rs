@@ -129,6 +129,8 @@ struct Node {
     redacted: String,
     generation: u64,
     writer: Option<crate::conn::Writer>,
+    /// Plain TCP: the driver reads the socket itself.
+    reader: Option<tokio::net::tcp::OwnedReadHalf>,
     tasks: Vec<AbortHandle>,
     /// The last thing that went wrong with the link (connect error, ...).
     last_error: Option<String>,
@@ -138,6 +140,7 @@ impl Node {
     fn close(&mut self) {
         self.generation += 1;
         self.writer = None;
+        self.reader = None;
         for t in self.tasks.drain(..) {
             t.abort();
         }
@@ -156,10 +159,14 @@ pub(crate) struct Driver {
     pending: HashMap<OpId, Pending>,
     acquires: HashMap<u64, OpId>,
     buf: Vec<u8>,
+    /// Read buffer for the sockets the driver reads itself.
+    rbuf: Vec<u8>,
 }
 
 /// Transmit buffer: several pipelined commands per write.
 const TX_BUF: usize = 64 * 1024;
+/// Read buffer for plain-TCP sockets read by the driver.
+const RX_BUF: usize = 16 * 1024;
 /// After every handle is gone, how long the driver keeps running so that
 /// releases already asked for reach the nodes.
 const LINGER: Duration = Duration::from_secs(2);
@@ -181,6 +188,7 @@ impl Driver {
                 url,
                 generation: 0,
                 writer: None,
+                reader: None,
                 tasks: Vec::new(),
                 last_error: None,
             })
@@ -197,6 +205,7 @@ impl Driver {
             pending: HashMap::new(),
             acquires: HashMap::new(),
             buf: vec![0; TX_BUF],
+            rbuf: vec![0; RX_BUF],
         }
     }
 
@@ -256,6 +265,7 @@ impl Driver {
                         closing = Some(tokio::time::Instant::now() + LINGER);
                     }
                 },
+                () = readable(&self.nodes) => self.read_sockets(),
                 Some(ev) = self.io_rx.recv() => {
                     self.io(ev);
                     for _ in 0..64 {
@@ -371,6 +381,7 @@ impl Driver {
                 generation,
                 writer,
                 writer_task,
+                reader,
             } => {
                 let Some(n) = self.nodes.get_mut(node.index()) else {
                     return;
@@ -381,6 +392,7 @@ impl Driver {
                 }
                 debug!(node = node.0, url = %n.redacted, "connected");
                 n.writer = Some(writer);
+                n.reader = reader;
                 n.tasks.push(writer_task);
                 self.core.handle_connected(node, now);
             }
@@ -412,6 +424,35 @@ impl Driver {
                 n.last_error = Some(reason);
                 n.close();
                 self.core.handle_node_down(node, now);
+            }
+        }
+    }
+
+    /// Reads every plain-TCP socket the driver owns until it would block,
+    /// feeding the core (drained once afterwards by the loop).
+    fn read_sockets(&mut self) {
+        let now = self.clock.now();
+        for i in 0..self.nodes.len() {
+            loop {
+                let Some(r) = self.nodes[i].reader.as_ref() else {
+                    break;
+                };
+                let reason = match r.try_read(&mut self.rbuf) {
+                    Ok(0) => "connection closed by the node".to_string(),
+                    Ok(n) => {
+                        self.core
+                            .handle_input(NodeId(i as u8), &self.rbuf[..n], now);
+                        continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => format!("read failed: {e}"),
+                };
+                let n = &mut self.nodes[i];
+                debug!(node = i, url = %n.redacted, %reason, "node down");
+                n.last_error = Some(reason);
+                n.close();
+                self.core.handle_node_down(NodeId(i as u8), now);
+                break;
             }
         }
     }
@@ -619,6 +660,22 @@ impl Drop for Driver {
             node.close();
         }
     }
+}
+
+/// Resolves when any socket the driver reads itself has data (or an error,
+/// or end of stream) to read.
+async fn readable(nodes: &[Node]) {
+    std::future::poll_fn(|cx| {
+        for n in nodes {
+            if let Some(r) = &n.reader {
+                if r.as_ref().poll_read_ready(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 async fn sleep(until: Option<tokio::time::Instant>) {
