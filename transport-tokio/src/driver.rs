@@ -433,10 +433,7 @@ impl Driver {
     fn read_sockets(&mut self) {
         let now = self.clock.now();
         for i in 0..self.nodes.len() {
-            loop {
-                let Some(r) = self.nodes[i].reader.as_ref() else {
-                    break;
-                };
+            while let Some(r) = self.nodes[i].reader.as_ref() {
                 let reason = match r.try_read(&mut self.rbuf) {
                     Ok(0) => "connection closed by the node".to_string(),
                     Ok(n) => {
