@@ -184,6 +184,7 @@ mod lease;
 mod link;
 pub mod quorum;
 mod redlock;
+pub mod report;
 mod resp;
 mod time;
 mod token;

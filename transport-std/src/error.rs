@@ -2,74 +2,9 @@
 
 use std::fmt;
 
-use redlock_core::{CommandError, ConfigError, FailureKind, LockError, NodeOutcome};
+use redlock_core::{CommandError, ConfigError, FailureKind};
 
-/// One node's part in a failed operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeFailure {
-    /// The node's URL, password redacted (`redis://user:***@host:port`).
-    pub url: String,
-    /// The node's outcome in the last attempt.
-    pub outcome: NodeOutcome,
-    /// The last error seen for this node (the node's own words, or what the
-    /// transport saw: connection refused, TLS error, timeout...), if any.
-    pub last_error: Option<String>,
-}
-
-/// A failed acquire or extend: the core's verdict plus, per node, its URL,
-/// outcome and last error.
-///
-/// ```
-/// use redlock_std::{Failure, LockError, FailureKind};
-/// use redlock_std::core::NodeReport;
-/// let f = Failure::new(
-///     LockError { kind: FailureKind::Busy, attempts: 1, nodes: NodeReport::new(0) },
-///     Vec::new(),
-/// );
-/// assert_eq!(f.kind(), FailureKind::Busy);
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The core's verdict with each node's outcome.
-    pub error: LockError,
-    /// Per node, in node order.
-    pub nodes: Vec<NodeFailure>,
-}
-
-impl Failure {
-    /// A failure from the core's verdict and the per-node details.
-    pub fn new(error: LockError, nodes: Vec<NodeFailure>) -> Failure {
-        Failure { error, nodes }
-    }
-
-    /// The overall reason.
-    pub fn kind(&self) -> FailureKind {
-        self.error.kind
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let attempts = self.error.attempts;
-        let s = if attempts == 1 { "" } else { "s" };
-        write!(f, "{} after {attempts} attempt{s}", self.error.kind)?;
-        let mut first = true;
-        for n in &self.nodes {
-            f.write_str(if first { ": " } else { "; " })?;
-            first = false;
-            write!(f, "{}: ", n.url)?;
-            match (n.outcome, &n.last_error) {
-                (NodeOutcome::Held, _) => f.write_str("held by another token")?,
-                (NodeOutcome::Pending, None) => f.write_str("no answer (not awaited)")?,
-                (NodeOutcome::Pending, Some(e)) => write!(f, "no answer ({e})")?,
-                (NodeOutcome::Failed(k), None) => write!(f, "{k}")?,
-                (NodeOutcome::Failed(_), Some(e)) => write!(f, "{e}")?,
-                (NodeOutcome::Ok, _) => f.write_str("ok")?,
-            }
-        }
-        Ok(())
-    }
-}
+pub use redlock_core::report::{Failure, NodeFailure};
 
 /// Everything that can go wrong, by what the caller may want to do about it.
 ///
