@@ -50,7 +50,7 @@ pub(crate) fn with_client(
         if let Err(e) = NodeUrl::parse(url) {
             out.error(format_args!(
                 "bad node URL {}: {e}",
-                args::redact_unparsed(url)
+                redlock_core::url::redact(url)
             ));
             return exit::USAGE;
         }

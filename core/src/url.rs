@@ -326,6 +326,20 @@ mod tests {
     }
 
     #[test]
+    fn redact_hides_anything_that_may_be_a_password() {
+        use alloc::string::ToString;
+        let r = |u: &str| redact(u).to_string();
+        assert_eq!(r("redis://u:pw@h:0"), "redis://***@h:0");
+        assert_eq!(r("pw@h"), "***@h");
+        assert_eq!(r("redis://h:0"), "redis://h:0");
+        assert_eq!(r("redis://a@b@h"), "redis://***@h");
+        assert_eq!(r("u:pw@x://h"), "***@x://h");
+        assert_eq!(r("http://:pw@x/1"), "http://***@x/1");
+        assert!(!r("user:hunter2").contains("hunter2"));
+        assert!(!r("redis://a:b@c@d").contains('b'));
+    }
+
+    #[test]
     fn display_never_shows_password() {
         let u = NodeUrl::parse("redis://u:hunter2@h").unwrap();
         assert!(!u.to_string().contains("hunter2"));

@@ -118,9 +118,3 @@ impl From<std::io::Error> for Error {
         Error::Io(e)
     }
 }
-
-/// Redacts a URL that failed to parse: anything between `://` and the last
-/// `@` is userinfo and may hold a password.
-pub(crate) fn redact_raw_url(url: &str) -> String {
-    redlock_core::url::redact(url).to_string()
-}

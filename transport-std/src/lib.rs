@@ -131,7 +131,7 @@ impl Builder {
     /// ```
     pub fn node(mut self, url: &str) -> Result<Builder, Error> {
         let parsed = NodeUrl::parse(url).map_err(|error| Error::Url {
-            url: error::redact_raw_url(url),
+            url: redlock_core::url::redact(url).to_string(),
             error,
         })?;
         self.urls.push(parsed);

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::driver::{Clock, Command, Core, Driver};
-use crate::error::{redact_unparsed, Error};
+use crate::error::Error;
 use crate::rng::Prefilled;
 
 type Configure = Box<dyn FnOnce(&mut Config) + Send>;
@@ -86,7 +86,7 @@ impl Builder {
     /// ```
     pub fn node(mut self, url: &str) -> Result<Builder, Error> {
         let parsed = NodeUrl::parse(url).map_err(|error| Error::Url {
-            url: redact_unparsed(url),
+            url: redlock_core::url::redact(url).to_string(),
             error,
         })?;
         self.urls.push(parsed);
@@ -217,11 +217,8 @@ impl Builder {
         let clock = Clock::new();
         let (tx, rx) = mpsc::unbounded_channel();
         let urls: Vec<String> = self.urls.iter().map(|u| u.to_string()).collect();
-        let span = tracing::debug_span!(
-            "redlock_driver",
-            nodes = urls.len(),
-            quorum = urls.len() / 2 + 1
-        );
+        let span =
+            tracing::debug_span!("redlock_driver", nodes = urls.len(), quorum = core.quorum());
         let driver = Driver::new(core, clock, self.urls, tls, rx);
         runtime.spawn(driver.run().instrument(span));
         Ok(Client {

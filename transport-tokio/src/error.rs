@@ -102,23 +102,3 @@ impl std::error::Error for Error {
         }
     }
 }
-
-/// Hides whatever may be a password in a URL that did not parse: everything
-/// between the scheme and the last `@`.
-pub(crate) fn redact_unparsed(url: &str) -> String {
-    redlock_core::url::redact(url).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redaction_hides_userinfo() {
-        assert_eq!(redact_unparsed("redis://u:pw@h:0"), "redis://***@h:0");
-        assert_eq!(redact_unparsed("pw@h"), "***@h");
-        assert_eq!(redact_unparsed("redis://h:0"), "redis://h:0");
-        assert_eq!(redact_unparsed("redis://a@b@h"), "redis://***@h");
-        assert_eq!(redact_unparsed("u:pw@x://h"), "***@x://h");
-    }
-}
