@@ -149,21 +149,14 @@ pub(crate) async fn run(
     timeout: Duration,
     events: mpsc::Sender<IoEvent>,
 ) {
-    let stream = match tokio::time::timeout(timeout, open(&url, tls)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let reason = format!("connect failed: {e}");
-            let _ = events
-                .send(IoEvent::Down {
-                    node,
-                    generation,
-                    reason,
-                })
-                .await;
-            return;
-        }
-        Err(_) => {
-            let reason = format!("connect timed out after {timeout:?}");
+    let opened = match tokio::time::timeout(timeout, open(&url, tls)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!("connect failed: {e}")),
+        Err(_) => Err(format!("connect timed out after {timeout:?}")),
+    };
+    let stream = match opened {
+        Ok(stream) => stream,
+        Err(reason) => {
             let _ = events
                 .send(IoEvent::Down {
                     node,
@@ -176,9 +169,10 @@ pub(crate) async fn run(
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    let (mut reader, writer_task) = match stream {
+    // Plain TCP: the driver reads and (mostly) writes the socket itself.
+    // Other streams (TLS): this task reads, a writer task writes.
+    let (direct, driver_reader, task_reader, writer_task) = match stream {
         Opened::Tcp(tcp) => {
-            // The driver reads and (mostly) writes this socket itself.
             let (r, w) = tcp.into_split();
             let w = Arc::new(w);
             let task = tokio::spawn(tcp_write_loop(
@@ -189,43 +183,28 @@ pub(crate) async fn run(
                 queued.clone(),
                 events.clone(),
             ));
-            let up = IoEvent::Up {
-                node,
-                generation,
-                writer: Writer {
-                    direct: Some(w),
-                    queued,
-                    tx,
-                },
-                writer_task: task.abort_handle(),
-                reader: Some(r),
-            };
-            if events.send(up).await.is_err() {
-                task.abort();
-            }
-            return;
+            (Some(w), Some(r), None, task)
         }
         Opened::Other(stream) => {
             let (r, w) = tokio::io::split(stream);
             let task = tokio::spawn(write_loop(node, generation, w, rx, events.clone()));
-            (r, task)
+            (None, None, Some(r), task)
         }
     };
     let up = IoEvent::Up {
         node,
         generation,
-        writer: Writer {
-            direct: None,
-            queued,
-            tx,
-        },
+        writer: Writer { direct, queued, tx },
         writer_task: writer_task.abort_handle(),
-        reader: None,
+        reader: driver_reader,
     };
     if events.send(up).await.is_err() {
         writer_task.abort();
         return;
     }
+    let Some(mut reader) = task_reader else {
+        return;
+    };
     let mut buf = vec![0u8; READ_BUF];
     let reason = loop {
         match reader.read(&mut buf).await {
