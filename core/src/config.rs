@@ -18,6 +18,11 @@ pub const MAX_RESOURCE_LEN: usize = 256;
 pub const MAX_USERNAME_LEN: usize = 64;
 /// The longest password accepted, in bytes.
 pub const MAX_PASSWORD_LEN: usize = 256;
+/// The longest retry delay or jitter accepted (a day): longer pauses are
+/// configuration mistakes, refused rather than overflowed.
+pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(24 * 3600);
+/// The longest reconnect backoff accepted (an hour).
+pub const MAX_RECONNECT: Duration = Duration::from_secs(3600);
 
 /// How a failed acquire attempt is retried.
 ///
@@ -35,7 +40,7 @@ pub const MAX_PASSWORD_LEN: usize = 256;
 /// let patient = RetryPolicy { wait: Some(Duration::from_secs(10)), ..RetryPolicy::default() };
 /// assert!(patient.wait.is_some());
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RetryPolicy {
     /// Further attempts after the first (ignored when `wait` is set).
     pub count: u32,
@@ -49,6 +54,22 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Checks the pauses are within [`MAX_RETRY_PAUSE`].
+    ///
+    /// ```
+    /// # use redlock_core::{ConfigError, RetryPolicy};
+    /// # use core::time::Duration;
+    /// let absurd = RetryPolicy { delay: Duration::from_secs(u64::MAX), ..RetryPolicy::default() };
+    /// assert_eq!(absurd.validate(), Err(ConfigError::Retry));
+    /// assert!(RetryPolicy::default().validate().is_ok());
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.delay > MAX_RETRY_PAUSE || self.jitter > MAX_RETRY_PAUSE {
+            return Err(ConfigError::Retry);
+        }
+        Ok(())
+    }
+
     /// A single attempt, no retries.
     ///
     /// ```
@@ -88,7 +109,7 @@ impl Default for RetryPolicy {
 /// assert_eq!(config.drift(config.ttl), Duration::from_millis(102));
 /// assert!(config.validate().is_ok());
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Config {
     /// Validity asked of each node for one lease (`SET ... PX ttl`). Whole
     /// milliseconds are sent; a sub-millisecond part is dropped.
@@ -106,20 +127,26 @@ pub struct Config {
     /// First pause before reconnecting to a node whose connection dropped;
     /// doubles on each failure up to `reconnect_max`.
     pub reconnect_min: Duration,
-    /// Longest pause between reconnection attempts.
+    /// Longest pause between reconnection attempts: a node that comes back
+    /// is used again at most this long (plus a connect) after it accepts.
     pub reconnect_max: Duration,
 }
 
 impl Config {
     /// Defaults for a given TTL: drift 0.01 x TTL + 2 ms, node timeout of
-    /// 5 % of the TTL clamped to 5 ms..=1 s, default retries, reconnect
-    /// backoff 50 ms..2 s.
+    /// 5 % of the TTL clamped to 5 ms..=1 s, default retries, and a
+    /// reconnect backoff derived from the TTL too: from 0.5 % of the TTL
+    /// (1..=50 ms) doubling up to 5 % of it (10 ms..=2 s), so a node that
+    /// restarts is back in use within a small fraction of a lease.
     ///
     /// ```
     /// # use redlock_core::Config;
     /// # use core::time::Duration;
     /// let c = Config::new(Duration::from_secs(30));
     /// assert_eq!(c.node_timeout, Duration::from_secs(1));
+    /// assert_eq!(c.reconnect_max, Duration::from_millis(1_500));
+    /// let short = Config::new(Duration::from_secs(2));
+    /// assert_eq!((short.reconnect_min, short.reconnect_max), (Duration::from_millis(10), Duration::from_millis(100)));
     /// ```
     pub fn new(ttl: Duration) -> Self {
         let node_timeout = (ttl / 20).clamp(Duration::from_millis(5), Duration::from_secs(1));
@@ -129,8 +156,8 @@ impl Config {
             drift_floor: Duration::from_millis(2),
             node_timeout,
             retry: RetryPolicy::default(),
-            reconnect_min: Duration::from_millis(50),
-            reconnect_max: Duration::from_secs(2),
+            reconnect_min: (ttl / 200).clamp(Duration::from_millis(1), Duration::from_millis(50)),
+            reconnect_max: (ttl / 20).clamp(Duration::from_millis(10), Duration::from_secs(2)),
         }
     }
 
@@ -192,11 +219,73 @@ impl Config {
         if self.node_timeout.is_zero() {
             return Err(ConfigError::NodeTimeout);
         }
-        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+        if self.reconnect_min.is_zero()
+            || self.reconnect_max < self.reconnect_min
+            || self.reconnect_max > MAX_RECONNECT
+        {
             return Err(ConfigError::Reconnect);
         }
+        self.retry.validate()?;
         self.check_ttl(self.ttl)
     }
+}
+
+impl Config {
+    /// The per-acquire options this configuration gives by default: its
+    /// TTL and retry policy, unfenced.
+    ///
+    /// ```
+    /// # use redlock_core::{Config, Fencing};
+    /// let o = Config::default().acquire_options();
+    /// assert_eq!(o.fencing, Fencing::Off);
+    /// ```
+    pub fn acquire_options(&self) -> AcquireOptions {
+        AcquireOptions {
+            ttl: self.ttl,
+            retry: self.retry,
+            fencing: Fencing::Off,
+        }
+    }
+}
+
+/// Whether an acquire is fenced (see [`crate::fence`]).
+///
+/// ```
+/// use redlock_core::Fencing;
+/// let on = Fencing::On { unix_ms: 1_764_000_000_000 };
+/// assert_ne!(on, Fencing::Off);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Fencing {
+    /// A plain lock.
+    #[default]
+    Off,
+    /// A fenced lock: the lease carries a fence. `unix_ms` is the caller's
+    /// wall clock (milliseconds since the Unix epoch) at the acquire: only
+    /// a hint for the proposal that keeps most acquires to one round; a wrong
+    /// clock costs a second round, never safety.
+    On {
+        /// Wall-clock time in ms since the Unix epoch.
+        unix_ms: u64,
+    },
+}
+
+/// Options of one acquire: TTL, retry policy, fencing.
+///
+/// ```
+/// use core::time::Duration;
+/// use redlock_core::{AcquireOptions, Config, RetryPolicy};
+/// let o = AcquireOptions { ttl: Duration::from_secs(5), retry: RetryPolicy::none(), ..Config::default().acquire_options() };
+/// assert_eq!(o.ttl, Duration::from_secs(5));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AcquireOptions {
+    /// Validity asked of each node.
+    pub ttl: Duration,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// Plain or fenced.
+    pub fencing: Fencing,
 }
 
 impl Default for Config {
@@ -215,7 +304,7 @@ impl Default for Config {
 /// // Debug output never shows the password.
 /// assert!(!format!("{auth:?}").contains("s3cret"));
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Auth {
     username: Option<heapless::String<MAX_USERNAME_LEN>>,
     password: heapless::String<MAX_PASSWORD_LEN>,
@@ -280,7 +369,7 @@ impl core::fmt::Debug for Auth {
 /// let secured = NodeConfig { auth: Some(Auth::new(None, "pw").unwrap()), db: 3 };
 /// assert_eq!(secured.db, 3);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NodeConfig {
     /// `AUTH` on connect, if set.
     pub auth: Option<Auth>,
@@ -309,8 +398,11 @@ pub enum ConfigError {
     DriftFactor,
     /// The node timeout is zero.
     NodeTimeout,
-    /// Reconnect backoff bounds are zero or inverted.
+    /// Reconnect backoff bounds are zero, inverted, or above
+    /// [`MAX_RECONNECT`].
     Reconnect,
+    /// A retry delay or jitter above [`MAX_RETRY_PAUSE`].
+    Retry,
     /// A username or password is longer than the fixed capacity.
     CredentialsTooLong,
 }
@@ -324,7 +416,8 @@ impl core::fmt::Display for ConfigError {
             ConfigError::TtlTooLong => "ttl is too long for Redis",
             ConfigError::DriftFactor => "drift factor must be between 0 and 1",
             ConfigError::NodeTimeout => "node timeout must be positive",
-            ConfigError::Reconnect => "reconnect backoff bounds must be positive and ordered",
+            ConfigError::Reconnect => "reconnect backoff bounds must be positive, ordered and at most an hour",
+            ConfigError::Retry => "retry delay and jitter must be at most a day",
             ConfigError::CredentialsTooLong => "username or password too long",
         })
     }

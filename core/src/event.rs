@@ -148,8 +148,10 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// Longest detail kept from a node's error message.
-pub const MAX_DETAIL_LEN: usize = 96;
+/// Longest detail kept from a node's error message (in bytes): long enough
+/// for any error line Redis sends (a `MISCONF` explanation is about 300);
+/// a longer one is cut at a character boundary and ends with `…`.
+pub const MAX_DETAIL_LEN: usize = 400;
 
 /// One node failure, with the node's own words where it sent any.
 ///
@@ -158,7 +160,7 @@ pub const MAX_DETAIL_LEN: usize = 96;
 /// let e = NodeError::new(ErrorKind::Oom, "OOM command not allowed");
 /// assert_eq!(e.to_string(), "node out of memory: OOM command not allowed");
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct NodeError {
     /// The kind of failure.
     pub kind: ErrorKind,
@@ -166,21 +168,30 @@ pub struct NodeError {
 }
 
 impl NodeError {
-    /// An error of `kind` with a detail message (truncated to
-    /// [`MAX_DETAIL_LEN`] bytes at a character boundary).
+    /// An error of `kind` with a detail message (cut to [`MAX_DETAIL_LEN`]
+    /// bytes at a character boundary, ending with `…` when cut).
     ///
     /// ```
-    /// # use redlock_core::{ErrorKind, NodeError};
+    /// # use redlock_core::{ErrorKind, NodeError, MAX_DETAIL_LEN};
     /// assert_eq!(NodeError::new(ErrorKind::Timeout, "").detail(), "");
+    /// let long = "x".repeat(1000);
+    /// let cut = NodeError::new(ErrorKind::Other, &long);
+    /// assert!(cut.detail().len() <= MAX_DETAIL_LEN && cut.detail().ends_with('…'));
     /// ```
     pub fn new(kind: ErrorKind, detail: &str) -> NodeError {
-        let mut end = detail.len().min(MAX_DETAIL_LEN);
-        while !detail.is_char_boundary(end) {
-            end -= 1;
-        }
+        const ELLIPSIS: &str = "…";
         let mut d = heapless::String::new();
-        // Cannot fail: `end` bytes fit by construction.
-        let _ = d.push_str(&detail[..end]);
+        if detail.len() <= MAX_DETAIL_LEN {
+            // Cannot fail: it fits.
+            let _ = d.push_str(detail);
+        } else {
+            let mut end = MAX_DETAIL_LEN - ELLIPSIS.len();
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            let _ = d.push_str(&detail[..end]);
+            let _ = d.push_str(ELLIPSIS);
+        }
         NodeError { kind, detail: d }
     }
 
@@ -226,22 +237,41 @@ pub enum NodeOutcome {
     Pending,
     /// The node did what was asked (SET stored the key; the script matched).
     Ok,
-    /// The node answered that the key is held by another token (SET NX got
-    /// nil) or does not hold our token (script returned 0).
+    /// The node answered that a key is held by another token (SET NX got
+    /// nil, or a script found another value).
     Held,
+    /// The node answered that our key is not there at all (an extend or
+    /// release found it missing: expired, deleted, or never set there).
+    Missing,
     /// The node failed this request.
     Failed(ErrorKind),
 }
 
 impl NodeOutcome {
-    /// Whether the node gave a definite answer (`Ok` or `Held`).
+    /// Whether the node gave a definite answer (`Ok`, `Held` or `Missing`).
     ///
     /// ```
     /// # use redlock_core::{ErrorKind, NodeOutcome};
     /// assert!(!NodeOutcome::Failed(ErrorKind::Timeout).answered());
+    /// assert!(NodeOutcome::Missing.answered());
     /// ```
     pub fn answered(self) -> bool {
-        matches!(self, NodeOutcome::Ok | NodeOutcome::Held)
+        matches!(
+            self,
+            NodeOutcome::Ok | NodeOutcome::Held | NodeOutcome::Missing
+        )
+    }
+
+    /// Whether the node answered that our token does not hold the lock there
+    /// (`Held` or `Missing`).
+    ///
+    /// ```
+    /// # use redlock_core::NodeOutcome;
+    /// assert!(NodeOutcome::Held.refused() && NodeOutcome::Missing.refused());
+    /// assert!(!NodeOutcome::Ok.refused());
+    /// ```
+    pub fn refused(self) -> bool {
+        matches!(self, NodeOutcome::Held | NodeOutcome::Missing)
     }
 }
 
@@ -339,7 +369,7 @@ impl NodeReport {
     pub fn ok(&self) -> usize {
         self.count(|o| o == NodeOutcome::Ok)
     }
-    /// Nodes that said `Held`.
+    /// Nodes that said `Held` (another token).
     ///
     /// ```
     /// # use redlock_core::NodeReport;
@@ -347,6 +377,25 @@ impl NodeReport {
     /// ```
     pub fn held(&self) -> usize {
         self.count(|o| o == NodeOutcome::Held)
+    }
+    /// Nodes that said `Missing` (our key is not there).
+    ///
+    /// ```
+    /// # use redlock_core::NodeReport;
+    /// assert_eq!(NodeReport::new(2).missing(), 0);
+    /// ```
+    pub fn missing(&self) -> usize {
+        self.count(|o| o == NodeOutcome::Missing)
+    }
+    /// Nodes that said our token does not hold the lock there (`Held` or
+    /// `Missing`).
+    ///
+    /// ```
+    /// # use redlock_core::NodeReport;
+    /// assert_eq!(NodeReport::new(2).refused(), 0);
+    /// ```
+    pub fn refused(&self) -> usize {
+        self.count(NodeOutcome::refused)
     }
     /// Nodes that failed.
     ///
@@ -399,9 +448,12 @@ impl fmt::Display for NodeReport {
                 f.write_str(", ")?;
             }
             match o {
-                NodeOutcome::Pending => write!(f, "{node}: no answer (not awaited)")?,
+                NodeOutcome::Pending => {
+                    write!(f, "{node}: not needed (decided before it answered)")?
+                }
                 NodeOutcome::Ok => write!(f, "{node}: ok")?,
-                NodeOutcome::Held => write!(f, "{node}: held")?,
+                NodeOutcome::Held => write!(f, "{node}: held by another token")?,
+                NodeOutcome::Missing => write!(f, "{node}: our key is gone")?,
                 NodeOutcome::Failed(k) => write!(f, "{node}: {k}")?,
             }
         }
@@ -418,9 +470,14 @@ impl fmt::Display for NodeReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FailureKind {
-    /// Enough nodes answered, and the lock is held by another token (or, for
-    /// extend, no longer held by ours) on too many of them.
+    /// Enough nodes answered, and the lock is held by another token on so
+    /// many of them that no quorum is possible.
     Busy,
+    /// Extend: so many nodes answered that our key is gone (expired or
+    /// deleted) or held by another token that no quorum is possible, and
+    /// fewer than that many are held by another token. The lease was lost
+    /// before this extension.
+    NotHeld,
     /// Too few nodes gave a definite answer to decide (down, timing out,
     /// error replies, protocol garbage).
     Unavailable,
@@ -436,6 +493,7 @@ impl fmt::Display for FailureKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             FailureKind::Busy => "lock is held by someone else",
+            FailureKind::NotHeld => "our lock is gone (its keys expired or were deleted)",
             FailureKind::Unavailable => "too few nodes answered to decide",
             FailureKind::AuthFailed => "authentication rejected",
             FailureKind::Expired => "no validity left",
@@ -451,7 +509,7 @@ impl fmt::Display for FailureKind {
 /// let e = LockError { kind: FailureKind::Unavailable, attempts: 4, nodes: NodeReport::new(3) };
 /// assert!(e.to_string().starts_with("too few nodes answered to decide after 4 attempts"));
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LockError {
     /// The overall reason.
     pub kind: FailureKind,
@@ -474,24 +532,30 @@ impl fmt::Display for LockError {
 
 impl core::error::Error for LockError {}
 
-/// The result of a release, node by node.
+/// The result of a release, node by node, as it stood when the release was
+/// decided.
 ///
-/// `released()` nodes still held our token and deleted the key; `held()` nodes
-/// did not hold it (already expired, or never set there).
+/// A release is decided as soon as its [`verdict`](Self::verdict) can no
+/// longer change (e.g. a quorum deleted our key), like an acquire is decided
+/// at quorum; the remaining nodes' requests are still written and their
+/// replies read on the pipelined connections, but they are not waited for,
+/// and they show as `Pending` here. Nodes whose connection was down get the
+/// release after they reconnect.
 ///
 /// ```
-/// use redlock_core::{NodeOutcome, NodeReport, ReleaseReport};
+/// use redlock_core::{NodeOutcome, NodeReport, ReleaseReport, ReleaseVerdict};
 /// let mut nodes = NodeReport::new(3);
 /// nodes.set(0, NodeOutcome::Ok);
 /// nodes.set(1, NodeOutcome::Ok);
-/// nodes.set(2, NodeOutcome::Held);
 /// let r = ReleaseReport { nodes };
 /// assert_eq!(r.released(), 2);
-/// assert_eq!(r.not_held(), 1);
+/// assert_eq!(r.verdict(), ReleaseVerdict::Released);
+/// assert_eq!(r.answered(), 2);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReleaseReport {
-    /// Per node: `Ok` = deleted our key, `Held` = our token was not there.
+    /// Per node: `Ok` = deleted our key, `Held` = another token holds it,
+    /// `Missing` = our key was already gone, `Pending` = not waited for.
     pub nodes: NodeReport,
 }
 
@@ -500,22 +564,74 @@ pub struct ReleaseReport {
 /// ```
 /// use redlock_core::ReleaseVerdict;
 /// assert_ne!(ReleaseVerdict::Released, ReleaseVerdict::NotHeld);
+/// assert!(ReleaseVerdict::NotHeld.is_free());
+/// assert!(!ReleaseVerdict::Unavailable.is_free());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ReleaseVerdict {
-    /// Our token held the key on a quorum, and it was deleted there.
+    /// Our token held the key on a quorum, and it was deleted there: the lock
+    /// was ours until now and is free for others.
     Released,
-    /// The nodes that answered "not ours" alone rule out a quorum: this
-    /// token did not hold the lock (expired, or never acquired).
+    /// So many nodes said our key was gone (expired, deleted) or held by
+    /// another token that no quorum can have held it: the lease had already
+    /// been lost before this release (the work it protected may have run
+    /// unprotected at the end). Nothing of ours blocks others.
     NotHeld,
     /// Too few nodes answered to tell, and one rejected our credentials.
     AuthFailed,
-    /// Too few nodes answered to tell.
+    /// Too few nodes answered to tell: our key may remain on some nodes until
+    /// its TTL (they get the release when they reconnect).
     Unavailable,
 }
 
+impl ReleaseVerdict {
+    /// Whether a quorum of nodes is known to be free of our key.
+    ///
+    /// ```
+    /// # use redlock_core::ReleaseVerdict;
+    /// assert!(ReleaseVerdict::Released.is_free());
+    /// ```
+    pub fn is_free(self) -> bool {
+        matches!(self, ReleaseVerdict::Released | ReleaseVerdict::NotHeld)
+    }
+}
+
+impl fmt::Display for ReleaseVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReleaseVerdict::Released => "released",
+            ReleaseVerdict::NotHeld => {
+                "the lock was already gone (expired or taken) before the release"
+            }
+            ReleaseVerdict::AuthFailed => {
+                "unknown: too few nodes answered (authentication rejected)"
+            }
+            ReleaseVerdict::Unavailable => "unknown: too few nodes answered",
+        })
+    }
+}
+
 impl ReleaseReport {
+    /// The verdict, or `None` while pending replies could still change it.
+    pub(crate) fn decided(&self) -> Option<ReleaseVerdict> {
+        let n = self.nodes.len();
+        let q = crate::quorum::quorum(n);
+        let blocking = n + 1 - q;
+        let pending = self.nodes.pending();
+        if self.released() >= q {
+            Some(ReleaseVerdict::Released)
+        } else if self.not_held() >= blocking {
+            Some(ReleaseVerdict::NotHeld)
+        } else if self.released() + pending >= q || self.not_held() + pending >= blocking {
+            None
+        } else if self.nodes.any_failed(ErrorKind::Auth) {
+            Some(ReleaseVerdict::AuthFailed)
+        } else {
+            Some(ReleaseVerdict::Unavailable)
+        }
+    }
+
     /// The overall verdict: [`Released`](ReleaseVerdict::Released) when a
     /// quorum deleted our key; [`NotHeld`](ReleaseVerdict::NotHeld) when so
     /// many nodes did not hold our token that no quorum can have; otherwise
@@ -526,10 +642,10 @@ impl ReleaseReport {
     /// let mut nodes = NodeReport::new(5);
     /// nodes.set(0, NodeOutcome::Ok);
     /// nodes.set(1, NodeOutcome::Ok);
-    /// nodes.set(2, NodeOutcome::Held);
+    /// nodes.set(2, NodeOutcome::Missing);
     /// // Two nodes never answered: they may still hold our key.
     /// assert_eq!(ReleaseReport { nodes }.verdict(), ReleaseVerdict::Unavailable);
-    /// nodes.set(3, NodeOutcome::Held);
+    /// nodes.set(3, NodeOutcome::Missing);
     /// nodes.set(4, NodeOutcome::Held);
     /// assert_eq!(ReleaseReport { nodes }.verdict(), ReleaseVerdict::NotHeld);
     /// ```
@@ -556,23 +672,33 @@ impl ReleaseReport {
     pub fn released(&self) -> usize {
         self.nodes.ok()
     }
-    /// Nodes that answered that our token was not there.
+    /// Nodes that answered that our token was not there (`Held` by another
+    /// token, or `Missing`).
     ///
     /// ```
     /// # use redlock_core::{NodeReport, ReleaseReport};
     /// assert_eq!(ReleaseReport { nodes: NodeReport::new(1) }.not_held(), 0);
     /// ```
     pub fn not_held(&self) -> usize {
-        self.nodes.held()
+        self.nodes.refused()
     }
-    /// Nodes that did not answer definitely.
+    /// Nodes that answered definitely by the time the release was decided.
+    ///
+    /// ```
+    /// # use redlock_core::{NodeReport, ReleaseReport};
+    /// assert_eq!(ReleaseReport { nodes: NodeReport::new(1) }.answered(), 0);
+    /// ```
+    pub fn answered(&self) -> usize {
+        self.nodes.ok() + self.nodes.refused()
+    }
+    /// Nodes that did not answer definitely (failed, or not waited for).
     ///
     /// ```
     /// # use redlock_core::{NodeReport, ReleaseReport};
     /// assert_eq!(ReleaseReport { nodes: NodeReport::new(1) }.unanswered(), 1);
     /// ```
     pub fn unanswered(&self) -> usize {
-        self.nodes.len() - self.nodes.ok() - self.nodes.held()
+        self.nodes.len() - self.answered()
     }
 }
 
@@ -581,7 +707,7 @@ impl ReleaseReport {
 /// Operation results (`Acquired`, `AcquireFailed`, `Extended`, `Lost`,
 /// `Released`) come exactly once per [`OpId`]. `Connect` and `Disconnect` are
 /// directives to the transport. `NodeFailed` is diagnostics.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Event {
     /// Open a connection to `node`, then call
@@ -641,7 +767,8 @@ pub enum Event {
         /// Why, with each node's outcome.
         error: LockError,
     },
-    /// Release finished on every node (answered or timed out).
+    /// The release is decided (see [`ReleaseReport`]): as soon as its
+    /// verdict can no longer change, without waiting for the other nodes.
     Released {
         /// The operation.
         op: OpId,
@@ -680,11 +807,15 @@ impl Event {
 pub enum CommandError {
     /// Every operation slot is in use.
     TooManyOperations,
-    /// The resource name is empty or longer than
-    /// [`MAX_RESOURCE_LEN`](crate::MAX_RESOURCE_LEN).
+    /// A resource name is empty or longer than
+    /// [`MAX_RESOURCE_LEN`](crate::MAX_RESOURCE_LEN), or a set of resources
+    /// is empty or beyond [`MAX_RESOURCES`](crate::MAX_RESOURCES) /
+    /// [`MAX_RESOURCE_SET_LEN`](crate::MAX_RESOURCE_SET_LEN).
     BadResource,
     /// The TTL asked for cannot give a positive validity.
     BadTtl(crate::ConfigError),
+    /// The retry policy asked for is out of bounds.
+    BadRetry(crate::ConfigError),
 }
 
 impl fmt::Display for CommandError {
@@ -693,6 +824,7 @@ impl fmt::Display for CommandError {
             CommandError::TooManyOperations => f.write_str("too many operations in flight"),
             CommandError::BadResource => f.write_str("resource name empty or too long"),
             CommandError::BadTtl(e) => write!(f, "bad ttl: {e}"),
+            CommandError::BadRetry(e) => write!(f, "bad retry policy: {e}"),
         }
     }
 }

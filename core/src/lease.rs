@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use crate::config::MAX_RESOURCE_LEN;
+use crate::resources::ResourceSet;
 use crate::time::Instant;
 use crate::token::Token;
 
@@ -22,19 +22,21 @@ use crate::token::Token;
 /// assert_eq!(lease.remaining(Instant::from_millis(9_000)), Duration::from_millis(898));
 /// assert!(!lease.is_valid(Instant::from_millis(9_898)));
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Lease {
-    resource: heapless::Vec<u8, MAX_RESOURCE_LEN>,
+    resources: ResourceSet,
     token: Token,
     start: Instant,
     deadline: Instant,
     ttl: Duration,
+    fence: Option<u64>,
 }
 
 impl Lease {
-    /// Builds a lease from its parts (for transports and tests; the core
-    /// builds the leases it reports). `None` when the resource is empty or
-    /// longer than [`MAX_RESOURCE_LEN`].
+    /// Builds a lease on one resource from its parts (for transports and
+    /// tests; the core builds the leases it reports). `None` when the
+    /// resource is empty or longer than
+    /// [`MAX_RESOURCE_LEN`](crate::MAX_RESOURCE_LEN).
     ///
     /// ```
     /// # use redlock_core::{Instant, Lease, Token};
@@ -48,19 +50,71 @@ impl Lease {
         deadline: Instant,
         ttl: Duration,
     ) -> Option<Lease> {
-        if resource.is_empty() {
-            return None;
-        }
-        Some(Lease {
-            resource: heapless::Vec::from_slice(resource).ok()?,
+        let resources = ResourceSet::one(resource).ok()?;
+        Some(Lease::with_resources(
+            resources, token, start, deadline, ttl, None,
+        ))
+    }
+
+    /// Builds a lease over a set of resources, with a fence when it is
+    /// fenced.
+    ///
+    /// ```
+    /// # use redlock_core::{Instant, Lease, ResourceSet, Token};
+    /// # use core::time::Duration;
+    /// let set = ResourceSet::new(&[b"a".as_slice(), b"b"]).unwrap();
+    /// let lease = Lease::with_resources(set, Token::from_bytes(b"t").unwrap(),
+    ///     Instant::ZERO, Instant::from_millis(5), Duration::from_millis(9), Some(42));
+    /// assert_eq!(lease.resources().len(), 2);
+    /// assert_eq!(lease.fence(), Some(42));
+    /// ```
+    pub fn with_resources(
+        resources: ResourceSet,
+        token: Token,
+        start: Instant,
+        deadline: Instant,
+        ttl: Duration,
+        fence: Option<u64>,
+    ) -> Lease {
+        Lease {
+            resources,
             token,
             start,
             deadline,
             ttl,
-        })
+            fence,
+        }
     }
 
-    /// The resource name (the Redis key).
+    /// The resources the lease covers (sorted, without duplicates).
+    ///
+    /// ```
+    /// # use redlock_core::{Instant, Lease, Token};
+    /// # use core::time::Duration;
+    /// # let lease = Lease::new(b"r", Token::from_bytes(b"t").unwrap(), Instant::ZERO, Instant::ZERO, Duration::ZERO).unwrap();
+    /// assert_eq!(lease.resources().first(), b"r");
+    /// ```
+    pub fn resources(&self) -> &ResourceSet {
+        &self.resources
+    }
+
+    /// The fencing token of a fenced lease: a number greater than the fence
+    /// of every grant of these resources confirmed before this lease's
+    /// acquire started, and different from every other grant's (see
+    /// [`crate::fence`]). `None` for a plain lease. An extension keeps it.
+    ///
+    /// ```
+    /// # use redlock_core::{Instant, Lease, Token};
+    /// # use core::time::Duration;
+    /// # let lease = Lease::new(b"r", Token::from_bytes(b"t").unwrap(), Instant::ZERO, Instant::ZERO, Duration::ZERO).unwrap();
+    /// assert_eq!(lease.fence(), None);
+    /// ```
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+
+    /// The first resource name (the Redis key; the only one of a lease on a
+    /// single resource).
     ///
     /// ```
     /// # use redlock_core::{Instant, Lease, Token};
@@ -69,7 +123,7 @@ impl Lease {
     /// assert_eq!(lease.resource(), b"r");
     /// ```
     pub fn resource(&self) -> &[u8] {
-        &self.resource
+        self.resources.first()
     }
 
     /// The token stored under the key.
@@ -163,11 +217,44 @@ impl Lease {
 impl core::fmt::Debug for Lease {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Lease")
-            .field("resource", &crate::event::Bytes(&self.resource))
+            .field("resources", &self.resources)
             .field("token", &self.token)
             .field("start", &self.start)
             .field("deadline", &self.deadline)
             .field("ttl", &self.ttl)
+            .field("fence", &self.fence)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(start: u64, deadline: u64) -> Lease {
+        Lease::new(
+            b"jobs:7",
+            Token::from_bytes(b"secret-token").unwrap(),
+            Instant::from_millis(start),
+            Instant::from_millis(deadline),
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn renewal_is_due_a_third_into_the_window() {
+        assert_eq!(lease(100, 1_000).renew_at(), Instant::from_millis(400));
+        assert_eq!(lease(0, 3).renew_at(), Instant::from_millis(1));
+        // A deadline before the start (an expired lease): renew at once.
+        assert_eq!(lease(500, 100).renew_at(), Instant::from_millis(500));
+    }
+
+    #[test]
+    fn debug_names_the_resources_and_hides_the_token() {
+        let text = format!("{:?}", lease(0, 10));
+        assert!(text.starts_with("Lease {"), "{text}");
+        assert!(text.contains("jobs:7"), "{text}");
+        assert!(!text.contains("secret-token"), "{text}");
     }
 }

@@ -19,19 +19,48 @@
 //! ## The algorithm
 //! With N independent Redis masters and quorum `N / 2 + 1`:
 //! * **Acquire**: at `t0`, `SET resource token NX PX ttl` goes to every node at
-//!   once. As soon as a quorum said OK, the lock is held until
-//!   `t0 + ttl - drift` (drift = `ttl x 0.01 + 2 ms` by default), provided
-//!   that is still in the future. As soon as a quorum has become impossible,
-//!   or no validity can be left, the attempt fails: every node that said OK
-//!   **or has not answered** is sent a release on the same connection, behind
-//!   the SET, so Redis applies it after the SET and no key is left behind.
-//!   Then, after a random pause, the next attempt starts.
-//! * **Extend**: a compare-and-`PEXPIRE` script; extended iff a quorum
-//!   confirms in time, computed from the extend's own start. Otherwise the
-//!   lease is reported [`Event::Lost`].
-//! * **Release**: a compare-and-delete script on every node; the report says
-//!   on how many nodes our token still held the key.
+//!   once (several resources, or a fenced lock: one script per node that sets
+//!   every key iff none exists, [`ACQUIRE_SCRIPT`]). As soon as a quorum said
+//!   OK, the lock is held until `t0 + ttl - drift` (drift = `ttl x 0.01 +
+//!   2 ms` by default), provided that is still in the future. As soon as a
+//!   quorum has become impossible, or no validity can be left, the attempt
+//!   fails, and says why by cause, not by which replies came first: busy when
+//!   the "held" answers alone rule a quorum out, unavailable when they cannot
+//!   (while pending replies could still decide it, it waits for them). Every
+//!   node that said OK **or has not answered** is sent an undo on the same
+//!   connection, behind the `SET`, so Redis applies it after the `SET` and no
+//!   key is left behind. Then, after a random pause, the next attempt starts.
+//! * **Extend**: a compare-and-`PEXPIRE` script over every key; extended iff
+//!   a quorum confirms in time, computed from the extend's own start.
+//!   Otherwise the lease is reported [`Event::Lost`]; a lease already past its
+//!   deadline is lost without sending anything.
+//! * **Release**: a compare-and-delete script on every node, decided as soon
+//!   as its verdict is known (released on a quorum, already gone, or unknown:
+//!   [`ReleaseVerdict`]); the other nodes' releases are still written and read.
+//! * **Fencing** (opt-in, [`Fencing`]): a max register per resource on each
+//!   node, read and raised in the same script as the `SET`, and a second round
+//!   only when needed; the lease carries a fence that grows with every grant,
+//!   with no timing assumption. The protocol and its proof are in [`fence`].
 //!
+//! ## Queue discipline
+//! A node's connection is one ordered pipe, and Redis applies commands in the
+//! order they arrive; every safety argument about undo and release rests on
+//! that order. So:
+//! * **nothing is ever re-sent or re-queued behind a later command for the
+//!   same resource**: scripts always go by body (`EVAL`), so there is no
+//!   `NOSCRIPT` fallback whose second copy could overtake or trail anything
+//!   (one did: an undo re-queued behind the next attempt's `SET` deleted a
+//!   fresh lock, two holders);
+//! * **every attempt has its own token** ([`Token::for_attempt`]), so an undo
+//!   can never match a later attempt's key, whatever the order;
+//! * an undo (or a release) that cannot be written because the connection is
+//!   down is **owed** to that node and written right after the next
+//!   handshake, for up to two TTLs;
+//! * the per-node queue keeps room: new work may fill a third of it,
+//!   extensions and releases two thirds, undos all of it, so every `SET` in
+//!   the queue can always be followed by its undo, and a flood of acquires
+//!   cannot starve the extension of a lock already held.
+
 //! ## The contract
 //! A [`Redlock`] is driven by four kinds of calls (the taxonomy of
 //! `quinn-proto`'s `Connection`):
@@ -97,8 +126,6 @@
 //!     for cmd in text.split('*').filter(|c| !c.is_empty()) {
 //!         if cmd.contains("\r\nSET\r\n") {
 //!             out.extend_from_slice(b"+OK\r\n");
-//!         } else if cmd.contains("SCRIPT") {
-//!             out.extend_from_slice(b"$40\r\n0000000000000000000000000000000000000000\r\n");
 //!         } else {
 //!             out.extend_from_slice(b":1\r\n"); // EVALSHA release / extend
 //!         }
@@ -161,16 +188,26 @@
 //!     Event::Released { op: o, report } if *o == op => Some(*report),
 //!     _ => None,
 //! }).unwrap();
-//! assert_eq!(report.released(), 3);
+//! // Decided as soon as a quorum (2 of 3) deleted the key; the third reply
+//! // is read afterwards on its connection.
+//! assert_eq!(report.released(), 2);
+//! assert_eq!(report.verdict(), redlock_core::ReleaseVerdict::Released);
 //! assert_eq!(core.poll_timeout(), None); // nothing left to wait for
 //! ```
 //!
-//! ## Room to grow
-//! Operations are addressed by [`OpId`] and carry their own resource, so
-//! multi-resource locks (one lease over several keys, all or nothing on
-//! each node) and quorum-safe fencing tokens (a max-register read and
-//! written on a quorum alongside the SET) fit as new operation kinds without
-//! changing links, reply matching or the drain contract.
+//! ## Several resources
+//! A [`ResourceSet`] (up to [`MAX_RESOURCES`] names, sorted and without
+//! duplicates) is locked all or nothing on each node: a node either holds
+//! every key for us or none, so a set that overlaps a held set is busy and is
+//! never partially taken. Quorum, validity, undo, extend and release are the
+//! single-resource rules; the keys are the resource names and the value the
+//! token, so a single-resource client of any library sees each one locked.
+//!
+//! ## Testing hooks
+//! Feature `__weaken` plants the pre-fix bugs ([`Weakness`]) so the
+//! simulator, the model checker and the tests can show they catch them;
+//! feature `__model` gives the whole state `Clone + Hash + Eq` for a model
+//! checker. Neither is for production.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -180,37 +217,47 @@ extern crate alloc;
 
 mod config;
 mod event;
+pub mod fence;
 mod lease;
 mod link;
 pub mod quorum;
 mod redlock;
 pub mod report;
+mod resources;
 mod resp;
+pub mod settings;
 mod time;
 mod token;
 pub mod url;
 
 #[cfg(feature = "__fuzz")]
 pub mod fuzzing;
+#[cfg(feature = "__model")]
+mod model;
 
 pub use config::{
-    Auth, Config, ConfigError, NodeConfig, RetryPolicy, MAX_NODES, MAX_PASSWORD_LEN,
-    MAX_RESOURCE_LEN, MAX_USERNAME_LEN,
+    AcquireOptions, Auth, Config, ConfigError, Fencing, NodeConfig, RetryPolicy, MAX_NODES,
+    MAX_PASSWORD_LEN, MAX_RECONNECT, MAX_RESOURCE_LEN, MAX_RETRY_PAUSE, MAX_USERNAME_LEN,
 };
 pub use event::{
     CommandError, ErrorKind, Event, FailureKind, LockError, NodeError, NodeId, NodeOutcome,
     NodeReport, OpId, ReleaseReport, ReleaseVerdict, MAX_DETAIL_LEN,
 };
 pub use lease::Lease;
-pub use redlock::{Redlock, Transmit};
-pub use resp::{EXTEND_SCRIPT, EXTEND_SHA, RELEASE_SCRIPT, RELEASE_SHA};
+pub use redlock::{Redlock, Transmit, Weakness};
+pub use resources::{ResourceSet, MAX_RESOURCES, MAX_RESOURCE_SET_LEN};
+pub use resp::{
+    fence_register, ACQUIRE_SCRIPT, EXTEND_SCRIPT, EXTEND_SHA, FENCE_INCR_SCRIPT,
+    FENCE_WRITE_SCRIPT, FENCE_WRITE_SET_SCRIPT, RELEASE_SCRIPT, RELEASE_SHA,
+};
+pub use settings::{IntoResources, LockOptions};
 pub use time::Instant;
-pub use token::{Token, MAX_TOKEN_LEN, TOKEN_RANDOM_BYTES};
+pub use token::{Token, ATTEMPT_TOKEN_LEN, MAX_TOKEN_LEN, TOKEN_RANDOM_BYTES};
 
 /// A transmit buffer this large always holds at least one command (the
-/// largest is `AUTH` with maximal credentials, or a script by body with a
-/// maximal key and token).
-pub const MIN_TRANSMIT_BUF: usize = 1024;
+/// largest is a fenced acquire of a full [`ResourceSet`]: its keys, their
+/// fence registers, the script body and a maximal token).
+pub const MIN_TRANSMIT_BUF: usize = 4096;
 
 /// The receive buffer per node: a single reply larger than this is a
 /// protocol error for that node.

@@ -51,14 +51,31 @@ pub enum Decision {
 /// Decides an attempt from its node outcomes at `now`, with `q` the quorum
 /// (normally [`quorum`]`(report.len())`).
 ///
+/// Won as soon as a quorum said OK in time. Once a quorum has become
+/// impossible the cause is named, not guessed from which replies came
+/// first: [`Busy`](FailureKind::Busy) (or, for an extend whose keys are
+/// gone, [`NotHeld`](FailureKind::NotHeld)) when the refusals alone rule a
+/// quorum out; `Unavailable`/`AuthFailed` when they cannot, even with every
+/// pending reply a refusal; and while pending replies could still make the
+/// refusals decisive, the decision waits for them (each is bounded by the
+/// node timeout).
+///
 /// ```
-/// use redlock_core::{quorum::{decide, Decision}, FailureKind, Instant, NodeOutcome, NodeReport};
+/// use redlock_core::{quorum::{decide, Decision}, ErrorKind, FailureKind, Instant, NodeOutcome, NodeReport};
+/// let (now, end) = (Instant::from_millis(1), Instant::from_millis(10));
 /// let mut r = NodeReport::new(3);
 /// r.set(0, NodeOutcome::Ok);
-/// assert_eq!(decide(&r, 2, Instant::from_millis(1), Instant::from_millis(10)), Decision::Wait);
+/// assert_eq!(decide(&r, 2, now, end), Decision::Wait);
 /// r.set(1, NodeOutcome::Ok);
-/// assert_eq!(decide(&r, 2, Instant::from_millis(1), Instant::from_millis(10)), Decision::Won(Instant::from_millis(10)));
-/// assert_eq!(decide(&r, 2, Instant::from_millis(10), Instant::from_millis(10)), Decision::Lost(FailureKind::Expired));
+/// assert_eq!(decide(&r, 2, now, end), Decision::Won(end));
+/// assert_eq!(decide(&r, 2, end, end), Decision::Lost(FailureKind::Expired));
+/// // One node down, one held, one pending: wait for the pending one.
+/// let mut r = NodeReport::new(3);
+/// r.set(0, NodeOutcome::Failed(ErrorKind::Timeout));
+/// r.set(1, NodeOutcome::Held);
+/// assert_eq!(decide(&r, 2, now, end), Decision::Wait);
+/// r.set(2, NodeOutcome::Held);
+/// assert_eq!(decide(&r, 2, now, end), Decision::Lost(FailureKind::Busy));
 /// ```
 pub fn decide(report: &NodeReport, q: usize, now: Instant, deadline: Instant) -> Decision {
     let ok = report.ok();
@@ -69,15 +86,23 @@ pub fn decide(report: &NodeReport, q: usize, now: Instant, deadline: Instant) ->
     if ok >= q {
         return Decision::Won(deadline);
     }
-    if ok + report.pending() < q {
-        return Decision::Lost(failure_kind(report, q));
+    let pending = report.pending();
+    if ok + pending >= q {
+        return Decision::Wait;
     }
-    Decision::Wait
+    let blocking = (report.len() + 1).saturating_sub(q);
+    if report.refused() < blocking && report.refused() + pending >= blocking {
+        // Mixed: the pending replies decide whether it is busy.
+        return Decision::Wait;
+    }
+    Decision::Lost(failure_kind(report, q))
 }
 
 /// Why an attempt without a quorum failed: `Busy` when the nodes that
-/// answered "held" alone make a quorum impossible; otherwise failures are to
-/// blame: `AuthFailed` if any was an auth rejection, else `Unavailable`.
+/// answered "held by another token" alone make a quorum impossible;
+/// `NotHeld` when those plus the nodes where our key is missing do;
+/// otherwise failures are to blame: `AuthFailed` if any was an auth
+/// rejection, else `Unavailable`.
 ///
 /// ```
 /// use redlock_core::{quorum::failure_kind, ErrorKind, FailureKind, NodeOutcome, NodeReport};
@@ -85,6 +110,8 @@ pub fn decide(report: &NodeReport, q: usize, now: Instant, deadline: Instant) ->
 /// r.set(0, NodeOutcome::Held);
 /// r.set(1, NodeOutcome::Held);
 /// assert_eq!(failure_kind(&r, 2), FailureKind::Busy);
+/// r.set(1, NodeOutcome::Missing);
+/// assert_eq!(failure_kind(&r, 2), FailureKind::NotHeld);
 /// r.set(1, NodeOutcome::Failed(ErrorKind::Timeout));
 /// assert_eq!(failure_kind(&r, 2), FailureKind::Unavailable);
 /// ```
@@ -92,6 +119,8 @@ pub fn failure_kind(report: &NodeReport, q: usize) -> FailureKind {
     let blocking = (report.len() + 1).saturating_sub(q);
     if report.held() >= blocking {
         FailureKind::Busy
+    } else if report.refused() >= blocking {
+        FailureKind::NotHeld
     } else if report.any_failed(ErrorKind::Auth) {
         FailureKind::AuthFailed
     } else {
@@ -104,33 +133,35 @@ mod tests {
     use super::*;
     use crate::event::NodeOutcome;
 
-    const KINDS: [NodeOutcome; 5] = [
+    const KINDS: [NodeOutcome; 6] = [
         NodeOutcome::Ok,
         NodeOutcome::Held,
+        NodeOutcome::Missing,
         NodeOutcome::Failed(ErrorKind::Other),
         NodeOutcome::Failed(ErrorKind::Auth),
         NodeOutcome::Pending, // silence
     ];
 
-    /// Every assignment of the five outcome kinds to N = 1..=9 nodes
-    /// (5^9 ≈ 2M reports), against a direct restatement of the rules.
+    /// Every assignment of the six outcome kinds to N = 1..=9 nodes
+    /// (12M reports), against a direct restatement of the rules.
     #[test]
     fn decide_is_exhaustively_correct() {
         let mut checked = 0u64;
         for n in 1..=9usize {
             let q = n / 2 + 1;
-            let total = 5usize.pow(n as u32);
+            let total = 6usize.pow(n as u32);
             for code in 0..total {
                 let mut r = NodeReport::new(n);
                 let mut c = code;
-                let (mut ok, mut held, mut auth, mut pending) = (0, 0, 0, 0);
+                let (mut ok, mut held, mut missing, mut auth, mut pending) = (0, 0, 0, 0, 0);
                 for i in 0..n {
-                    let o = KINDS[c % 5];
-                    c /= 5;
+                    let o = KINDS[c % 6];
+                    c /= 6;
                     r.set(i, o);
                     match o {
                         NodeOutcome::Ok => ok += 1,
                         NodeOutcome::Held => held += 1,
+                        NodeOutcome::Missing => missing += 1,
                         NodeOutcome::Failed(ErrorKind::Auth) => auth += 1,
                         NodeOutcome::Pending => pending += 1,
                         _ => {}
@@ -138,18 +169,24 @@ mod tests {
                 }
                 let t = Instant::from_millis(5);
                 let deadline = Instant::from_millis(10);
+                // Nodes that must refuse for no quorum to be possible.
+                let blocking = n - q + 1;
+                let refused = held + missing;
                 let expected = if ok >= q {
                     Decision::Won(deadline)
-                } else if ok + pending < q {
-                    Decision::Lost(if held > n - q {
-                        FailureKind::Busy
-                    } else if auth > 0 {
-                        FailureKind::AuthFailed
-                    } else {
-                        FailureKind::Unavailable
-                    })
-                } else {
+                } else if ok + pending >= q {
                     Decision::Wait
+                } else if held >= blocking {
+                    Decision::Lost(FailureKind::Busy)
+                } else if refused >= blocking {
+                    Decision::Lost(FailureKind::NotHeld)
+                } else if refused + pending >= blocking {
+                    // Could still turn out busy: wait for the replies.
+                    Decision::Wait
+                } else if auth > 0 {
+                    Decision::Lost(FailureKind::AuthFailed)
+                } else {
+                    Decision::Lost(FailureKind::Unavailable)
                 };
                 assert_eq!(decide(&r, q, t, deadline), expected, "n={n} report={r:?}");
                 // At or after the deadline nothing can win.
@@ -164,7 +201,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, (1..=9).map(|n| 5u64.pow(n)).sum::<u64>());
+        assert_eq!(checked, (1..=9).map(|n| 6u64.pow(n)).sum::<u64>());
     }
 
     #[test]

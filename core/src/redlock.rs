@@ -6,14 +6,18 @@ use core::time::Duration;
 
 use rand_core::CryptoRng;
 
-use crate::config::{Config, ConfigError, NodeConfig, RetryPolicy, MAX_NODES, MAX_RESOURCE_LEN};
+use crate::config::{
+    AcquireOptions, Config, ConfigError, Fencing, NodeConfig, RetryPolicy, MAX_NODES,
+};
 use crate::event::{
     CommandError, ErrorKind, Event, FailureKind, LockError, NodeError, NodeId, NodeOutcome,
     NodeReport, OpId, ReleaseReport,
 };
+use crate::fence::{proposal, MAX_FENCE};
 use crate::lease::Lease;
-use crate::link::{Cmd, Entry, Link, LinkState, HANDSHAKE_RESERVE};
-use crate::quorum::{decide, quorum, validity_deadline, Decision};
+use crate::link::{Cmd, Entry, Link, LinkState, Orphan, HANDSHAKE_RESERVE};
+use crate::quorum::{decide, failure_kind, quorum, validity_deadline, Decision};
+use crate::resources::ResourceSet;
 use crate::resp::{self, Reply, Script};
 use crate::time::{micros, Instant};
 use crate::token::Token;
@@ -25,16 +29,20 @@ const DIAGNOSTIC_LIMIT: usize = EVENT_CAP - 2 * MAX_NODES;
 /// An abandoned request whose reply is this many node timeouts overdue
 /// marks its connection as stuck: the link is reset.
 const STUCK_FACTOR: u32 = 4;
+/// An undo (or a release) owed to a node that is down is kept this many
+/// TTLs: after that, whatever it would delete has expired by itself or
+/// will within one TTL of the node applying a stale `SET`.
+const OWED_TTLS: u32 = 2;
 
 /// The kind of an operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum OpKind {
     Acquire,
     Extend,
     Release,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Phase {
     /// An attempt is in flight.
     Running,
@@ -45,10 +53,12 @@ enum Phase {
 }
 
 /// One operation's state.
-#[derive(Clone, Debug)]
-struct Op {
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Op {
     kind: OpKind,
-    resource: heapless::Vec<u8, MAX_RESOURCE_LEN>,
+    resources: ResourceSet,
+    /// Acquire: the current attempt's token (its first 40 characters are the
+    /// operation's random part). Extend and release: the token given.
     token: Token,
     /// TTL in whole milliseconds, as sent to the nodes.
     ttl: Duration,
@@ -58,9 +68,24 @@ struct Op {
     first: Instant,
     attempt: u32,
     retry: RetryPolicy,
+    /// Fenced acquire: the caller's wall clock (unix ms) at `first`.
+    fenced: Option<u64>,
+    /// Fenced acquire: this attempt's proposal `p`.
+    proposal: u64,
+    /// Fenced acquire in round 2 (the counted set is frozen).
+    round2: bool,
+    /// Fenced acquire: the nodes whose round-1 OK counted (a bit per node).
+    counted: u16,
+    /// Fenced acquire: the register value each node returned in round 1.
+    olds: [u64; MAX_NODES],
+    /// Round 2 outcomes (only the counted nodes are asked).
+    confirms: NodeReport,
+    /// The fence: chosen by a fenced acquire, carried by an extend.
+    fence: Option<u64>,
+    /// Round-1 outcomes (the only round of everything else).
     outcomes: NodeReport,
-    /// Nodes whose SET for this attempt has been written to the connection
-    /// and not definitely refused: they may hold the key.
+    /// Nodes whose key-taking command for this attempt has been written to
+    /// the connection and not definitely refused: they may hold the key.
     maybe_landed: u16,
     phase: Phase,
     /// Queue entries still referring to this op.
@@ -73,7 +98,6 @@ struct Op {
     rng: u64,
 }
 
-/// An operation's decision, kept compact: the event is built when polled.
 impl Op {
     /// The event reporting decision `done` of this op.
     fn event(&self, id: OpId, done: Done) -> Option<Event> {
@@ -85,7 +109,14 @@ impl Op {
                 },
             },
             (kind, Done::Won(deadline)) => {
-                let lease = Lease::new(&self.resource, self.token, self.t0, deadline, self.ttl)?;
+                let lease = Lease::with_resources(
+                    self.resources.clone(),
+                    self.token,
+                    self.t0,
+                    deadline,
+                    self.ttl,
+                    self.fence,
+                );
                 if kind == OpKind::Acquire {
                     Event::Acquired { op: id, lease }
                 } else {
@@ -107,9 +138,41 @@ impl Op {
             (_, Done::Released) => return None,
         })
     }
+
+    fn counted(&self, node: usize) -> bool {
+        self.counted & (1 << node) != 0
+    }
 }
 
+/// What the last command encoded was (see `Redlock::encode_cached`): the
+/// same key means the same bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct EncodedKey {
+    op: OpId,
+    cmd: Cmd,
+    attempt: u32,
+    round2: bool,
+    by_sha: bool,
+}
+
+/// The last command encoded, to copy for the next node.
+#[derive(Clone, Debug)]
+pub(crate) struct Encoded {
+    key: Option<EncodedKey>,
+    bytes: Box<[u8]>,
+    len: usize,
+}
+
+/// Where an outcome comes from (see [`Redlock::record`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// The node's reply: what it says is what it did.
+    Reply,
+    /// A timeout or a reset: the request may or may not have run.
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Done {
     Won(Instant),
     Failed(FailureKind),
@@ -117,9 +180,47 @@ enum Done {
 }
 
 #[derive(Debug)]
-struct Slot {
+#[cfg_attr(feature = "__model", derive(Clone, PartialEq, Eq, Hash))]
+pub(crate) struct Slot {
     generation: u16,
     op: Option<Op>,
+}
+
+/// A directive or diagnostic waiting to be polled (operation results are
+/// built from their slot when polled, so this queue stays small).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Queued {
+    Connect(NodeId),
+    Disconnect(NodeId, NodeError),
+    NodeFailed(NodeId, Option<OpId>, NodeError),
+}
+
+/// Deliberately broken behaviours, for the simulator and the model checker
+/// to prove they catch them (feature `__weaken`). All off by default and in
+/// every normal build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Weakness {
+    /// Quorum of `n / 2` instead of `n / 2 + 1`.
+    pub quorum_half: bool,
+    /// No clock-drift term in the validity.
+    pub no_drift: bool,
+    /// One token for every attempt of an acquire (the pre-fix behaviour).
+    pub reuse_token: bool,
+    /// Undo, extend and release by `EVALSHA`, re-queued by body at the back
+    /// of the queue after `NOSCRIPT` (the pre-fix behaviour).
+    pub requeue_noscript: bool,
+    /// Drop an undo that cannot be written because the link is down (the
+    /// pre-fix behaviour).
+    pub drop_owed_undo: bool,
+    /// Fencing: OKs that arrive after the counted set was frozen get round 2
+    /// and their confirmations count.
+    pub fence_late_ok: bool,
+    /// Fencing: round 2 overwrites the registers instead of raising them.
+    pub fence_plain_set: bool,
+    /// Fencing: a per-node `INCR` counter instead of a max register.
+    pub fence_incr: bool,
+    /// Fencing: one round always, without the `old < p` check.
+    pub fence_no_check: bool,
 }
 
 /// The sans-IO Redlock core. See the [crate docs](crate) for the contract.
@@ -128,23 +229,29 @@ struct Slot {
 /// retry pauses, extends and releases); `PIPE` bounds the requests in flight
 /// on one node's connection.
 #[derive(Debug)]
+#[cfg_attr(feature = "__model", derive(Clone))]
 pub struct Redlock<const OPS: usize = 64, const PIPE: usize = 128> {
-    config: Config,
-    quorum: usize,
-    drift_override: Option<Duration>,
-    now: Instant,
+    pub(crate) config: Config,
+    pub(crate) quorum: usize,
+    pub(crate) weak: Weakness,
+    pub(crate) now: Instant,
+    /// The highest fence this core has seen (granted, or read in a round 1).
+    pub(crate) last_fence: u64,
     /// Allocated once in `new`, never resized: fixed capacity without
     /// putting hundreds of kilobytes on the caller's stack.
-    links: Box<[Link<PIPE>]>,
-    slots: Box<[Slot]>,
+    pub(crate) links: Box<[Link<PIPE>]>,
+    pub(crate) slots: Box<[Slot]>,
     /// Free slot indices (a stack; capacity `OPS`, allocated in `new`).
-    free: Vec<u16>,
+    pub(crate) free: Vec<u16>,
     /// Operations in a retry pause: when 0, timers need not scan the slots.
-    waiting: usize,
-    ready: heapless::Deque<u16, OPS>,
-    events: heapless::Deque<Event, EVENT_CAP>,
-    dropped_diagnostics: u64,
-    next_transmit: usize,
+    pub(crate) waiting: usize,
+    pub(crate) ready: heapless::Deque<u16, OPS>,
+    pub(crate) events: heapless::Deque<Queued, EVENT_CAP>,
+    pub(crate) dropped_diagnostics: u64,
+    pub(crate) next_transmit: usize,
+    /// A cache of encoded bytes, not state: excluded from `__model`'s
+    /// equality and hash.
+    pub(crate) encoded: Encoded,
 }
 
 impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
@@ -171,7 +278,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         if nodes.len() > MAX_NODES
             || OPS == 0
             || OPS > usize::from(u16::MAX)
-            || PIPE <= HANDSHAKE_RESERVE
+            || PIPE < HANDSHAKE_RESERVE + 3
         {
             return Err(ConfigError::TooManyNodes);
         }
@@ -179,15 +286,14 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         let mut events = heapless::Deque::new();
         for (i, node) in nodes.iter().enumerate() {
             links.push(Link::new(node.clone(), config.reconnect_min));
-            let _ = events.push_back(Event::Connect {
-                node: NodeId(i as u8),
-            });
+            let _ = events.push_back(Queued::Connect(NodeId(i as u8)));
         }
         Ok(Redlock {
             config,
             quorum: quorum(nodes.len()),
-            drift_override: None,
+            weak: Weakness::default(),
             now: Instant::ZERO,
+            last_fence: 0,
             links: links.into_boxed_slice(),
             slots: (0..OPS)
                 .map(|_| Slot {
@@ -201,6 +307,11 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             events,
             dropped_diagnostics: 0,
             next_transmit: 0,
+            encoded: Encoded {
+                key: None,
+                bytes: alloc::vec![0u8; crate::MIN_TRANSMIT_BUF].into_boxed_slice(),
+                len: 0,
+            },
         })
     }
 
@@ -255,7 +366,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     }
 
     /// Operations in progress (including finished ones whose event has not
-    /// been polled, or whose late replies are still awaited).
+    /// been polled, or whose late replies or owed undos are still awaited).
     ///
     /// ```
     /// # use redlock_core::{Config, NodeConfig, Redlock};
@@ -263,7 +374,18 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     /// assert_eq!(core.operations_in_flight(), 0);
     /// ```
     pub fn operations_in_flight(&self) -> usize {
-        self.slots.iter().filter(|s| s.op.is_some()).count()
+        OPS - self.free.len()
+    }
+
+    /// Operation slots free for new commands.
+    ///
+    /// ```
+    /// # use redlock_core::{Config, NodeConfig, Redlock};
+    /// let core: Redlock<8, 16> = Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    /// assert_eq!(core.free_slots(), 8);
+    /// ```
+    pub fn free_slots(&self) -> usize {
+        self.free.len()
     }
 
     /// Diagnostic events dropped because the caller did not drain
@@ -278,27 +400,73 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         self.dropped_diagnostics
     }
 
+    /// The highest fence this core has seen: granted to it, or read from a
+    /// node's register during a fenced acquire. The next proposal is above it.
+    ///
+    /// ```
+    /// # use redlock_core::{Config, NodeConfig, Redlock};
+    /// let mut core: Redlock = Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    /// assert_eq!(core.last_fence(), 0);
+    /// core.observe_fence(41);
+    /// assert_eq!(core.last_fence(), 41);
+    /// ```
+    pub fn last_fence(&self) -> u64 {
+        self.last_fence
+    }
+
+    /// Tells the core about a fence seen elsewhere (e.g. persisted from an
+    /// earlier process), so its next proposal starts above it. Only ever
+    /// raises; a proposal is a hint, so this affects speed, never safety.
+    ///
+    /// ```
+    /// # use redlock_core::{Config, NodeConfig, Redlock};
+    /// let mut core: Redlock = Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    /// core.observe_fence(9);
+    /// core.observe_fence(3);
+    /// assert_eq!(core.last_fence(), 9);
+    /// ```
+    pub fn observe_fence(&mut self, fence: u64) {
+        self.last_fence = self.last_fence.max(fence.min(MAX_FENCE));
+    }
+
     /// The clock drift allowance for `ttl` (as used for validity).
     fn drift(&self, ttl: Duration) -> Duration {
-        self.drift_override
-            .unwrap_or_else(|| self.config.drift(ttl))
+        if self.weak.no_drift {
+            Duration::ZERO
+        } else {
+            self.config.drift(ttl)
+        }
     }
 
     /// Test-only: break the algorithm on purpose (quorum of `n / 2`, or no
     /// drift term), so a simulator can prove its checker notices.
     #[cfg(feature = "__weaken")]
     pub fn weaken(&mut self, quorum_half: bool, no_drift: bool) {
-        if quorum_half {
-            self.quorum = (self.links.len() / 2).max(1);
-        }
-        if no_drift {
-            self.drift_override = Some(Duration::ZERO);
+        self.weaken_with(Weakness {
+            quorum_half,
+            no_drift,
+            ..self.weak
+        });
+    }
+
+    /// Test-only: turn on the planted bugs of `weak` (see [`Weakness`]).
+    #[cfg(feature = "__weaken")]
+    pub fn weaken_with(&mut self, weak: Weakness) {
+        self.weak = weak;
+        self.quorum = if weak.quorum_half {
+            (self.links.len() / 2).max(1)
+        } else {
+            quorum(self.links.len())
+        };
+        for link in self.links.iter_mut() {
+            link.keep_owed = !weak.drop_owed_undo;
+            link.script_load = weak.requeue_noscript;
         }
     }
 
     // ---------------------------------------------------------------- (C) commands
 
-    /// Starts acquiring `resource` with the configured retry policy.
+    /// Starts acquiring `resource` with the configured TTL and retry policy.
     /// The token comes from `rng`, which must be cryptographically secure;
     /// the retry jitter is seeded from it too. Exactly 28 bytes are drawn
     /// (20 for the token, 8 for the jitter seed), so a caller may prefetch
@@ -358,19 +526,74 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         rng: &mut R,
         now: Instant,
     ) -> Result<OpId, CommandError> {
+        let set = ResourceSet::one(resource)?;
+        let options = AcquireOptions {
+            ttl,
+            retry,
+            fencing: Fencing::Off,
+        };
+        self.acquire_set(&set, &options, rng, now)
+    }
+
+    /// Starts acquiring every resource of `resources` at once (all or
+    /// nothing on each node), plain or fenced as `options` say. The
+    /// general form of [`acquire`](Self::acquire).
+    ///
+    /// Each attempt gets its own token (the operation's random part plus the
+    /// attempt number), so the undo of a failed attempt can never match a
+    /// later attempt's key. A fenced acquire runs the protocol of
+    /// [`crate::fence`]; its lease carries [`Lease::fence`].
+    ///
+    /// ```
+    /// # use redlock_core::{AcquireOptions, Config, Fencing, NodeConfig, Redlock, Instant, ResourceSet};
+    /// # struct Counter(u64);
+    /// # impl rand_core::TryRng for Counter {
+    /// #     type Error = core::convert::Infallible;
+    /// #     fn try_next_u32(&mut self) -> Result<u32, Self::Error> { Ok(self.try_next_u64()? as u32) }
+    /// #     fn try_next_u64(&mut self) -> Result<u64, Self::Error> { self.0 += 1; Ok(self.0) }
+    /// #     fn try_fill_bytes(&mut self, d: &mut [u8]) -> Result<(), Self::Error> {
+    /// #         for b in d { *b = self.try_next_u64()? as u8 } Ok(()) }
+    /// # }
+    /// # impl rand_core::TryCryptoRng for Counter {}
+    /// let mut core: Redlock = Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    /// let set = ResourceSet::new(&[b"invoices".as_slice(), b"ledger"]).unwrap();
+    /// let options = AcquireOptions { fencing: Fencing::On { unix_ms: 1_764_000_000_000 }, ..core.config().acquire_options() };
+    /// assert!(core.acquire_set(&set, &options, &mut Counter(0), Instant::ZERO).is_ok());
+    /// ```
+    pub fn acquire_set<R: CryptoRng + ?Sized>(
+        &mut self,
+        resources: &ResourceSet,
+        options: &AcquireOptions,
+        rng: &mut R,
+        now: Instant,
+    ) -> Result<OpId, CommandError> {
         let now = self.advance(now);
-        let ttl = self.checked_ttl(ttl)?;
+        let ttl = self.checked_ttl(options.ttl)?;
+        options.retry.validate().map_err(CommandError::BadRetry)?;
         let token = Token::generate(rng);
         let seed = rng.next_u64();
-        let id = self.new_op(OpKind::Acquire, resource, token, ttl, retry, now, seed)?;
+        let id = self.new_op(
+            OpKind::Acquire,
+            resources,
+            token,
+            ttl,
+            options.retry,
+            now,
+            seed,
+        )?;
+        if let (Fencing::On { unix_ms }, Some(op)) = (options.fencing, self.op_mut(id)) {
+            op.fenced = Some(unix_ms);
+        }
         self.start_attempt(id, now);
         Ok(id)
     }
 
-    /// Starts extending `lease` to `ttl` from now (compare-and-`PEXPIRE` on
-    /// every node). Ends with [`Event::Extended`] or [`Event::Lost`]. A
-    /// lease already past its deadline is reported lost at once, without
-    /// asking the nodes: its keys may have expired and been taken by others.
+    /// Starts extending `lease` to `ttl` from now (compare-and-`PEXPIRE` of
+    /// every key, all or nothing per node). Ends with [`Event::Extended`]
+    /// (the lease keeps its fence) or [`Event::Lost`]. A lease already past
+    /// its deadline is reported lost at once and nothing is sent: its keys
+    /// may have expired and been taken by others, and renewing them would
+    /// make a lock nobody holds.
     ///
     /// ```
     /// # use redlock_core::{Config, NodeConfig, Redlock, Instant, Lease, Token, Event};
@@ -388,9 +611,23 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         now: Instant,
     ) -> Result<OpId, CommandError> {
         let now = self.advance(now);
-        let id = self.extend_token(lease.resource(), lease.token(), ttl, now)?;
-        if !lease.is_valid(now) {
-            self.finish_failure(id, FailureKind::Expired);
+        let ttl = self.checked_ttl(ttl)?;
+        let id = self.new_op(
+            OpKind::Extend,
+            lease.resources(),
+            *lease.token(),
+            ttl,
+            RetryPolicy::none(),
+            now,
+            0,
+        )?;
+        if let Some(op) = self.op_mut(id) {
+            op.fence = lease.fence();
+        }
+        if lease.is_valid(now) {
+            self.start_attempt(id, now);
+        } else {
+            self.finish(id, Done::Failed(FailureKind::Expired));
         }
         Ok(id)
     }
@@ -412,11 +649,31 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         ttl: Duration,
         now: Instant,
     ) -> Result<OpId, CommandError> {
+        self.extend_token_set(&ResourceSet::one(resource)?, token, ttl, now)
+    }
+
+    /// Extends the lock held on every resource of `resources` by `token`.
+    ///
+    /// ```
+    /// # use redlock_core::{Config, NodeConfig, Redlock, Instant, ResourceSet, Token};
+    /// # use core::time::Duration;
+    /// let mut core: Redlock = Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    /// let set = ResourceSet::new(&[b"a".as_slice(), b"b"]).unwrap();
+    /// let t = Token::from_bytes(b"tok").unwrap();
+    /// assert!(core.extend_token_set(&set, &t, Duration::from_secs(30), Instant::ZERO).is_ok());
+    /// ```
+    pub fn extend_token_set(
+        &mut self,
+        resources: &ResourceSet,
+        token: &Token,
+        ttl: Duration,
+        now: Instant,
+    ) -> Result<OpId, CommandError> {
         let now = self.advance(now);
         let ttl = self.checked_ttl(ttl)?;
         let id = self.new_op(
             OpKind::Extend,
-            resource,
+            resources,
             *token,
             ttl,
             RetryPolicy::none(),
@@ -429,7 +686,8 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
 
     /// Starts releasing `lease` on every node (compare-and-delete: a key
     /// that holds another token is never deleted). Ends with
-    /// [`Event::Released`] once every node answered or timed out.
+    /// [`Event::Released`] as soon as the verdict is known (see
+    /// [`ReleaseReport`]); the other nodes still get the release.
     ///
     /// ```
     /// # use redlock_core::{Config, NodeConfig, Redlock, Instant, Lease, Token};
@@ -439,7 +697,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     /// assert!(core.release(&lease, Instant::ZERO).is_ok());
     /// ```
     pub fn release(&mut self, lease: &Lease, now: Instant) -> Result<OpId, CommandError> {
-        self.release_token(lease.resource(), lease.token(), now)
+        self.release_token_set(lease.resources(), lease.token(), now)
     }
 
     /// Releases the lock held on `resource` by `token`.
@@ -455,11 +713,28 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         token: &Token,
         now: Instant,
     ) -> Result<OpId, CommandError> {
+        self.release_token_set(&ResourceSet::one(resource)?, token, now)
+    }
+
+    /// Releases the lock held on every resource of `resources` by `token`.
+    ///
+    /// ```
+    /// # use redlock_core::{Config, NodeConfig, Redlock, Instant, ResourceSet, Token};
+    /// let mut core: Redlock = Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    /// let set = ResourceSet::new(&[b"a".as_slice(), b"b"]).unwrap();
+    /// assert!(core.release_token_set(&set, &Token::from_bytes(b"t").unwrap(), Instant::ZERO).is_ok());
+    /// ```
+    pub fn release_token_set(
+        &mut self,
+        resources: &ResourceSet,
+        token: &Token,
+        now: Instant,
+    ) -> Result<OpId, CommandError> {
         let now = self.advance(now);
         let ttl = self.config.ttl;
         let id = self.new_op(
             OpKind::Release,
-            resource,
+            resources,
             *token,
             ttl,
             RetryPolicy::none(),
@@ -487,27 +762,31 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             Some(o) if o.kind == OpKind::Acquire && o.phase != Phase::Finished => {}
             _ => return false,
         }
-        self.cleanup_attempt(op, now);
-        self.finish_failure(op, FailureKind::Cancelled);
+        if self.op(op).is_some_and(|o| o.phase == Phase::Running) {
+            self.cleanup_attempt(op, now);
+        }
+        self.finish(op, Done::Failed(FailureKind::Cancelled));
         true
     }
 
     // ---------------------------------------------------------------- (B) inputs
 
-    /// The transport connected to `node`. The handshake (`AUTH`, `SELECT`,
-    /// script loading) is queued ahead of any request waiting for the link;
-    /// other requests are held back until `AUTH` and `SELECT` are answered.
+    /// The transport connected to `node`. The handshake (`AUTH`, `SELECT`)
+    /// is queued ahead of any request waiting for the link (undos owed to the
+    /// node come first among those); other requests are held back until
+    /// `AUTH` and `SELECT` are answered.
     ///
     /// Replies are matched to requests by their order on one connection, so
     /// once this is called, bytes read from any *earlier* connection to the
     /// node must never be passed to [`handle_input`](Self::handle_input).
     ///
     /// ```
-    /// # use redlock_core::{Config, NodeConfig, NodeId, Redlock, Instant};
-    /// let mut core: Redlock = Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    /// # use redlock_core::{Config, NodeConfig, NodeId, Redlock, Instant, Auth};
+    /// let node = NodeConfig { auth: Some(Auth::new(None, "pw").unwrap()), db: 0 };
+    /// let mut core: Redlock = Redlock::new(Config::default(), &[node]).unwrap();
     /// core.handle_connected(NodeId(0), Instant::ZERO);
     /// let mut buf = [0u8; 1024];
-    /// let t = core.poll_transmit(&mut buf).unwrap(); // SCRIPT LOAD x2
+    /// let t = core.poll_transmit(&mut buf).unwrap(); // AUTH pw
     /// assert_eq!(t.node, NodeId(0));
     /// ```
     pub fn handle_connected(&mut self, node: NodeId, now: Instant) {
@@ -597,7 +876,8 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     }
 
     /// `node`'s connection dropped, or connecting failed. Requests in flight
-    /// there fail; the core asks to reconnect after a backoff.
+    /// there fail (undos owed to the node are kept for the next connection);
+    /// the core asks to reconnect after a backoff.
     ///
     /// ```
     /// # use redlock_core::{Config, NodeConfig, NodeId, Redlock, Instant};
@@ -634,24 +914,49 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         for n in 0..self.links.len() {
             let node = NodeId(n as u8);
             // Requests past their deadline.
-            while let Some((op, cmd, sent)) = self.links.get_mut(n).and_then(|l| l.expire_one(now))
+            while let Some((idx, op, cmd, sent)) =
+                self.links.get_mut(n).and_then(|l| l.expire_one(now))
             {
-                if !sent {
+                if cmd == Cmd::Release && self.keeps_owed(n) {
+                    // A release nobody confirmed stays owed to the node: it
+                    // is written again if the connection is replaced.
+                    let until = self.owed_until(op, now);
+                    if let Some(link) = self.links.get_mut(n) {
+                        link.make_owed(idx, op, until);
+                    }
+                } else {
+                    if let Some(link) = self.links.get_mut(n) {
+                        link.abandon(idx);
+                    }
+                }
+                if cmd.takes_key() && !sent {
                     // Never written: it cannot have landed.
                     if let Some(o) = self.op_mut(op) {
                         o.maybe_landed &= !(1 << n);
                     }
                 }
-                self.node_failed(
-                    node,
-                    Some(op),
-                    NodeError::new(ErrorKind::Timeout, "no reply in time"),
-                    now,
-                );
                 if cmd.counts() {
-                    self.record(op, n, NodeOutcome::Failed(ErrorKind::Timeout), now);
+                    self.node_failed(
+                        node,
+                        Some(op),
+                        NodeError::new(ErrorKind::Timeout, "no reply in time"),
+                    );
+                    self.record(
+                        op,
+                        n,
+                        cmd,
+                        NodeOutcome::Failed(ErrorKind::Timeout),
+                        0,
+                        Source::Unknown,
+                        now,
+                    );
                 }
-                self.unref(op);
+                if !(cmd == Cmd::Release && self.keeps_owed(n)) {
+                    self.unref(op);
+                }
+            }
+            if let Some(link) = self.links.get_mut(n) {
+                link.trim();
             }
             let Some(link) = self.links.get(n) else {
                 continue;
@@ -665,7 +970,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
                     if let Some(link) = self.links.get_mut(n) {
                         link.state = LinkState::Connecting;
                     }
-                    self.push_directive(Event::Connect { node });
+                    self.push_directive(Queued::Connect(node));
                 }
                 _ => {}
             }
@@ -681,7 +986,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
                 if until <= now {
                     let id = OpId::new(slot, self.slots[slot].generation);
                     if let Some(o) = self.op_mut(id) {
-                        o.attempt += 1;
+                        o.attempt = o.attempt.saturating_add(1);
                     }
                     self.start_attempt(id, now);
                 }
@@ -734,8 +1039,12 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     /// assert_eq!(core.poll_event(), None);
     /// ```
     pub fn poll_event(&mut self) -> Option<Event> {
-        if let Some(e) = self.events.pop_front() {
-            return Some(e);
+        if let Some(q) = self.events.pop_front() {
+            return Some(match q {
+                Queued::Connect(node) => Event::Connect { node },
+                Queued::Disconnect(node, error) => Event::Disconnect { node, error },
+                Queued::NodeFailed(node, op, error) => Event::NodeFailed { node, op, error },
+            });
         }
         while let Some(slot) = self.ready.pop_front() {
             let slot = usize::from(slot);
@@ -785,7 +1094,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         let mut consider = |t: Instant| {
             next = Some(next.map_or(t, |n| n.min(t)));
         };
-        for link in &self.links {
+        for link in self.links.iter() {
             if let Some(t) = link.next_deadline(stuck_after) {
                 consider(t);
             }
@@ -794,7 +1103,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             }
         }
         if self.waiting > 0 {
-            for slot in &self.slots {
+            for slot in self.slots.iter() {
                 if let Some(Op {
                     phase: Phase::Waiting(until),
                     ..
@@ -839,35 +1148,48 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         slot.op.as_mut()
     }
 
+    fn keeps_owed(&self, node: usize) -> bool {
+        self.links.get(node).is_some_and(|l| l.keep_owed)
+    }
+
+    /// Until when an undo or release of `op` is worth sending.
+    fn owed_until(&self, op: OpId, now: Instant) -> Instant {
+        let ttl = self.op(op).map_or(self.config.ttl, |o| o.ttl);
+        now + ttl.saturating_mul(OWED_TTLS)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn new_op(
         &mut self,
         kind: OpKind,
-        resource: &[u8],
+        resources: &ResourceSet,
         token: Token,
         ttl: Duration,
         retry: RetryPolicy,
         now: Instant,
         seed: u64,
     ) -> Result<OpId, CommandError> {
-        if resource.is_empty() {
-            return Err(CommandError::BadResource);
-        }
-        let resource =
-            heapless::Vec::from_slice(resource).map_err(|_| CommandError::BadResource)?;
         let slot = usize::from(self.free.pop().ok_or(CommandError::TooManyOperations)?);
+        let n = self.links.len();
         let s = &mut self.slots[slot];
         s.generation = s.generation.wrapping_add(1);
         s.op = Some(Op {
             kind,
-            resource,
+            resources: resources.clone(),
             token,
             ttl,
             t0: now,
             first: now,
             attempt: 1,
             retry,
-            outcomes: NodeReport::new(self.links.len()),
+            fenced: None,
+            proposal: 0,
+            round2: false,
+            counted: 0,
+            olds: [0; MAX_NODES],
+            confirms: NodeReport::new(n),
+            fence: None,
+            outcomes: NodeReport::new(n),
             maybe_landed: 0,
             phase: Phase::Running,
             refs: 0,
@@ -882,27 +1204,49 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     fn start_attempt(&mut self, id: OpId, now: Instant) {
         let n = self.links.len();
         let deadline = now + self.config.node_timeout;
+        let last_fence = self.last_fence;
+        let reuse = self.weak.reuse_token;
         let Some(op) = self.op_mut(id) else { return };
         let was_waiting = matches!(op.phase, Phase::Waiting(_));
         op.t0 = now;
         op.phase = Phase::Running;
+        op.outcomes = NodeReport::new(n);
+        op.confirms = NodeReport::new(n);
+        op.maybe_landed = 0;
+        op.round2 = false;
+        op.counted = 0;
+        op.olds = [0; MAX_NODES];
+        let cmd = match op.kind {
+            OpKind::Acquire => {
+                op.token = op.token.for_attempt(if reuse { 1 } else { op.attempt });
+                if let Some(wall) = op.fenced {
+                    let elapsed = now.saturating_duration_since(op.first).as_millis() as u64;
+                    op.proposal = proposal(last_fence, wall.saturating_add(elapsed));
+                    op.fence = None;
+                }
+                if op.fenced.is_none() && op.resources.len() == 1 {
+                    Cmd::Set
+                } else {
+                    Cmd::Acquire
+                }
+            }
+            OpKind::Extend => Cmd::Extend,
+            OpKind::Release => Cmd::Release,
+        };
         if was_waiting {
             self.waiting -= 1;
         }
-        let Some(op) = self.op_mut(id) else { return };
-        op.outcomes = NodeReport::new(n);
-        op.maybe_landed = 0;
-        let cmd = match op.kind {
-            OpKind::Acquire => Cmd::Set,
-            OpKind::Extend => Cmd::Script(Script::Extend, false),
-            OpKind::Release => Cmd::Script(Script::Release, false),
-        };
         for node in 0..n {
             if let Err(kind) = self.enqueue(node, id, cmd, deadline) {
                 if let Some(op) = self.op_mut(id) {
                     op.outcomes.set(node, NodeOutcome::Failed(kind));
                 }
-                self.node_failed(NodeId(node as u8), Some(id), NodeError::new(kind, ""), now);
+                if cmd == Cmd::Release && kind != ErrorKind::Backlog {
+                    // The node is down: the release is owed to it.
+                    let until = self.owed_until(id, now);
+                    let _ = self.enqueue(node, id, Cmd::Undo(0), until);
+                }
+                self.node_failed(NodeId(node as u8), Some(id), NodeError::new(kind, ""));
             }
         }
         self.evaluate(id, now);
@@ -915,8 +1259,12 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         cmd: Cmd,
         deadline: Instant,
     ) -> Result<(), ErrorKind> {
+        let by_sha =
+            self.weak.requeue_noscript && matches!(cmd, Cmd::Extend | Cmd::Release | Cmd::Undo(_));
         let link = self.links.get_mut(node).ok_or(ErrorKind::Disconnected)?;
-        link.enqueue(Entry::new(Some(id), cmd, deadline))?;
+        let mut entry = Entry::new(Some(id), cmd, deadline);
+        entry.by_sha = by_sha;
+        link.enqueue(entry)?;
         if let Some(op) = self.op_mut(id) {
             op.refs += 1;
         }
@@ -936,26 +1284,74 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             .is_some_and(|op| op.refs == 0 && op.phase == Phase::Finished && op.polled);
         if free {
             self.slots[id.slot()].op = None;
+            // The slot's next op may get this id back one day (generations
+            // wrap): never let it hit the cache of this one's bytes.
+            if self.encoded.key.is_some_and(|k| k.op == id) {
+                self.encoded.key = None;
+            }
             // Never exceeds OPS entries: each slot is freed once per use.
             self.free.push(id.slot() as u16);
         }
     }
 
-    /// Records `node`'s outcome for `id`'s current attempt and re-decides.
-    fn record(&mut self, id: OpId, node: usize, outcome: NodeOutcome, now: Instant) {
+    /// Records `node`'s outcome for the `cmd` of `id`'s current attempt
+    /// (`old`: a fenced round 1's register value) and re-decides. Only a
+    /// reply from the node (`Reply`) tells that a key-taking command stored
+    /// nothing; a timeout or a connection reset (`Unknown`) leaves it
+    /// possibly landed, so it is undone if the attempt fails.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        id: OpId,
+        node: usize,
+        cmd: Cmd,
+        outcome: NodeOutcome,
+        old: u64,
+        source: Source,
+        now: Instant,
+    ) {
+        let late_ok = self.weak.fence_late_ok;
         let Some(op) = self.op_mut(id) else { return };
-        if op.phase != Phase::Running || op.outcomes.get(node) != NodeOutcome::Pending {
+        if op.phase != Phase::Running {
+            return;
+        }
+        if cmd == Cmd::FenceWrite {
+            if op.confirms.get(node) == NodeOutcome::Pending {
+                op.confirms.set(node, outcome);
+                self.evaluate(id, now);
+            }
+            return;
+        }
+        if op.outcomes.get(node) != NodeOutcome::Pending {
             return;
         }
         op.outcomes.set(node, outcome);
-        if op.kind == OpKind::Acquire && outcome != NodeOutcome::Ok {
-            // A definite refusal (nil, error reply) means no key there.
-            if !matches!(
-                outcome,
-                NodeOutcome::Failed(ErrorKind::Timeout | ErrorKind::Disconnected)
-            ) {
-                op.maybe_landed &= !(1 << node);
+        if cmd.takes_key() && outcome != NodeOutcome::Ok && source == Source::Reply {
+            // A definite refusal (held, error reply) means no key there.
+            op.maybe_landed &= !(1 << node);
+        }
+        if cmd.takes_key() && outcome == NodeOutcome::Ok && op.fenced.is_some() {
+            if let Some(slot) = op.olds.get_mut(node) {
+                *slot = old;
             }
+            self.last_fence = self.last_fence.max(old.min(MAX_FENCE));
+        }
+        let Some(op) = self.op_mut(id) else { return };
+        if op.round2 {
+            // The counted set is frozen: a late OK is part of the lock (and
+            // of its undo) but its read did not go into the fence.
+            if late_ok && outcome == NodeOutcome::Ok {
+                op.counted |= 1 << node;
+                let deadline = now + self.config.node_timeout;
+                if self.enqueue(node, id, Cmd::FenceWrite, deadline).is_err() {
+                    if let Some(op) = self.op_mut(id) {
+                        op.confirms
+                            .set(node, NodeOutcome::Failed(ErrorKind::Backlog));
+                    }
+                }
+                self.evaluate(id, now);
+            }
+            return;
         }
         self.evaluate(id, now);
     }
@@ -966,35 +1362,109 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         if op.phase != Phase::Running {
             return;
         }
+        let deadline = validity_deadline(op.t0, op.ttl, self.drift(op.ttl));
         match op.kind {
-            OpKind::Acquire | OpKind::Extend => {
-                let deadline = validity_deadline(op.t0, op.ttl, self.drift(op.ttl));
-                match decide(&op.outcomes, q, now, deadline) {
-                    Decision::Wait => {}
-                    Decision::Won(deadline) => self.finish_success(id, deadline),
-                    Decision::Lost(kind) => {
-                        if op.kind == OpKind::Acquire {
-                            self.attempt_failed(id, kind, now);
-                        } else {
-                            self.finish_failure(id, kind);
-                        }
-                    }
-                }
-            }
             OpKind::Release => {
-                if op.outcomes.pending() == 0 {
+                let report = ReleaseReport { nodes: op.outcomes };
+                if report.decided().is_some() {
                     self.finish(id, Done::Released);
                 }
             }
+            OpKind::Extend => match decide(&op.outcomes, q, now, deadline) {
+                Decision::Wait => {}
+                Decision::Won(deadline) => self.finish(id, Done::Won(deadline)),
+                Decision::Lost(kind) => self.finish(id, Done::Failed(kind)),
+            },
+            OpKind::Acquire if op.round2 => {
+                let (mut ok, mut pending) = (0, 0);
+                for node in 0..self.links.len() {
+                    if op.counted(node) {
+                        match op.confirms.get(node) {
+                            NodeOutcome::Ok => ok += 1,
+                            NodeOutcome::Pending => pending += 1,
+                            _ => {}
+                        }
+                    }
+                }
+                if now >= deadline {
+                    self.attempt_failed(id, FailureKind::Expired, now);
+                } else if ok >= q {
+                    self.won(id, deadline);
+                } else if ok + pending < q {
+                    let kind = failure_kind(&op.confirms, q);
+                    let kind = match kind {
+                        FailureKind::AuthFailed => kind,
+                        _ => FailureKind::Unavailable,
+                    };
+                    self.attempt_failed(id, kind, now);
+                }
+            }
+            OpKind::Acquire => match decide(&op.outcomes, q, now, deadline) {
+                Decision::Wait => {}
+                Decision::Won(deadline) if op.fenced.is_none() => self.won(id, deadline),
+                Decision::Won(deadline) => self.fence_round(id, deadline, now),
+                Decision::Lost(kind) => self.attempt_failed(id, kind, now),
+            },
         }
     }
 
-    fn finish_success(&mut self, id: OpId, deadline: Instant) {
-        self.finish(id, Done::Won(deadline));
+    /// A fenced round 1 reached a quorum: freeze the counted set, then win
+    /// in one round or start round 2.
+    fn fence_round(&mut self, id: OpId, deadline: Instant, now: Instant) {
+        let weak = self.weak;
+        let n = self.links.len();
+        let Some(op) = self.op_mut(id) else { return };
+        let mut counted = 0u16;
+        let mut top = 0u64;
+        for node in 0..n {
+            if op.outcomes.get(node) == NodeOutcome::Ok {
+                counted |= 1 << node;
+                top = top.max(op.olds[node]);
+            }
+        }
+        op.counted = counted;
+        if weak.fence_incr {
+            // The planted per-node counter: the largest counter is the fence.
+            op.fence = Some(top);
+            self.won(id, deadline);
+            return;
+        }
+        if top < op.proposal || weak.fence_no_check {
+            op.fence = Some(op.proposal);
+            self.won(id, deadline);
+            return;
+        }
+        let f = top.saturating_add(1);
+        if f > MAX_FENCE {
+            let e = NodeError::new(
+                ErrorKind::Protocol,
+                "a fence register is at the largest fence (2^53 - 1)",
+            );
+            self.node_failed(NodeId(0), Some(id), e);
+            self.attempt_failed(id, FailureKind::Unavailable, now);
+            return;
+        }
+        op.fence = Some(f);
+        op.round2 = true;
+        let write_deadline = now + self.config.node_timeout;
+        for node in 0..n {
+            if counted & (1 << node) == 0 {
+                continue;
+            }
+            if let Err(kind) = self.enqueue(node, id, Cmd::FenceWrite, write_deadline) {
+                if let Some(op) = self.op_mut(id) {
+                    op.confirms.set(node, NodeOutcome::Failed(kind));
+                }
+            }
+        }
+        self.evaluate(id, now);
     }
 
-    fn finish_failure(&mut self, id: OpId, kind: FailureKind) {
-        self.finish(id, Done::Failed(kind));
+    fn won(&mut self, id: OpId, deadline: Instant) {
+        if let Some(f) = self.op(id).and_then(|op| op.fence) {
+            self.last_fence = self.last_fence.max(f);
+        }
+        self.finish(id, Done::Won(deadline));
     }
 
     fn finish(&mut self, id: OpId, done: Done) {
@@ -1013,18 +1483,29 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     }
 
     /// Releases whatever this acquire attempt may have taken: every node that
-    /// said OK, and every node whose SET was sent but not answered (a release
-    /// travels on the same connection behind the SET, so it is applied
-    /// after it). SETs not yet written are withdrawn instead.
+    /// said OK, and every node whose key-taking command was sent but not
+    /// answered (the undo travels on the same connection behind it, so it is
+    /// applied after it; if the connection is down, the undo is owed to the
+    /// node and written after the next handshake). Commands not yet written
+    /// are withdrawn instead.
     fn cleanup_attempt(&mut self, id: OpId, now: Instant) {
-        let deadline = now + self.config.node_timeout;
+        let Some(attempt) = self.op(id).map(|o| o.attempt) else {
+            return;
+        };
+        let until = self.owed_until(id, now);
         for node in 0..self.links.len() {
-            // Withdraw or abandon this op's outstanding SET on the node.
             let (withdrawn, abandoned) = match self.links.get_mut(node) {
-                Some(link) => link.detach(id, Cmd::Set),
+                Some(link) => link.detach(id, Cmd::takes_key),
                 None => (0, 0),
             };
-            for _ in 0..withdrawn + abandoned {
+            let (w2, a2) = match self.links.get_mut(node) {
+                Some(link) => link.detach(id, |c| c == Cmd::FenceWrite),
+                None => (0, 0),
+            };
+            if let Some(link) = self.links.get_mut(node) {
+                link.trim();
+            }
+            for _ in 0..withdrawn + abandoned + w2 + a2 {
                 self.unref(id);
             }
             let Some(op) = self.op_mut(id) else { return };
@@ -1034,11 +1515,11 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             let landed =
                 op.outcomes.get(node) == NodeOutcome::Ok || op.maybe_landed & (1 << node) != 0;
             if landed {
-                if let Err(kind) = self.enqueue(node, id, Cmd::Cleanup(false), deadline) {
-                    // Unreachable: the key expires by itself at its TTL. Say so.
+                if let Err(kind) = self.enqueue(node, id, Cmd::Undo(attempt), until) {
+                    // The key expires by itself at its TTL. Say so.
                     let e =
                         NodeError::new(kind, "could not send the release undoing a failed acquire");
-                    self.node_failed(NodeId(node as u8), Some(id), e, now);
+                    self.node_failed(NodeId(node as u8), Some(id), e);
                 }
             }
         }
@@ -1053,11 +1534,11 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             Some(wait) => next < op.first + wait,
             None => op.attempt <= op.retry.count,
         };
-        if again {
+        if again && kind != FailureKind::Cancelled {
             op.phase = Phase::Waiting(next);
             self.waiting += 1;
         } else {
-            self.finish_failure(id, kind);
+            self.finish(id, Done::Failed(kind));
         }
     }
 
@@ -1102,74 +1583,76 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
                         self.reset_link(node, e, true, now);
                         return false;
                     }
-                    self.node_failed(node, None, e, now);
+                    self.node_failed(node, None, e);
                 }
             }
             return true;
         };
-        if let Reply::Error(ErrorKind::NoScript, _, _) = reply {
-            // Not in this node's script cache: send the body instead.
-            let retry = match entry.cmd {
-                Cmd::Script(script, false) => Some(Cmd::Script(script, true)),
-                Cmd::Cleanup(false) => Some(Cmd::Cleanup(true)),
-                _ => None,
-            };
-            if let Some(cmd) = retry {
-                if self.enqueue(n, id, cmd, entry.deadline).is_ok() {
-                    self.unref(id);
-                    return true;
-                }
+        if entry.by_sha && matches!(reply, Reply::Error(ErrorKind::NoScript, _, _)) {
+            // The planted pre-fix behaviour (weakened build only): re-queue
+            // by body at the back of the queue, behind whatever was
+            // pipelined after the first copy.
+            let link = self.links.get_mut(n);
+            let requeued = link.is_some_and(|l| {
+                l.enqueue(Entry::new(Some(id), entry.cmd, entry.deadline))
+                    .is_ok()
+            });
+            if requeued {
+                return true; // the op's reference moves to the new entry
             }
         }
-        let outcome = match (entry.cmd, reply) {
-            (Cmd::Set, Reply::Simple) => NodeOutcome::Ok,
-            (Cmd::Set, Reply::Nil) => NodeOutcome::Held,
-            (Cmd::Script(..) | Cmd::Cleanup(_), Reply::Int(i)) if i >= 1 => NodeOutcome::Ok,
-            (Cmd::Script(..) | Cmd::Cleanup(_), Reply::Int(0)) => NodeOutcome::Held,
-            (_, Reply::Error(kind, _, _)) => NodeOutcome::Failed(kind),
-            _ => NodeOutcome::Failed(ErrorKind::Protocol),
-        };
+        let (outcome, old) = outcome_of(entry.cmd, reply, self.weak.fence_incr);
         if let NodeOutcome::Failed(k) = outcome {
-            let e = error.unwrap_or_else(|| NodeError::new(k, "unexpected reply type"));
-            self.node_failed(node, Some(id), e, now);
+            let e = error.unwrap_or_else(|| NodeError::new(k, "unexpected reply"));
+            self.node_failed(node, Some(id), e);
         }
         if entry.cmd.counts() {
-            self.record(id, n, outcome, now);
+            self.record(id, n, entry.cmd, outcome, old, Source::Reply, now);
         }
         self.unref(id);
         true
     }
 
-    /// Drops `node`'s connection state: every request in flight there fails.
+    /// Drops `node`'s connection state: every request in flight there fails,
+    /// except owed undos (kept for the next connection), and a release in
+    /// flight becomes owed too.
     fn reset_link(&mut self, node: NodeId, error: NodeError, tell_transport: bool, now: Instant) {
         let n = node.index();
         let max = self.config.reconnect_max;
         let Some(link) = self.links.get_mut(n) else {
             return;
         };
-        let mut orphans: heapless::Vec<(OpId, Cmd), PIPE> = heapless::Vec::new();
+        let mut orphans: heapless::Vec<Orphan, PIPE> = heapless::Vec::new();
         link.reset(now, error.kind, max, &mut orphans);
         let kind = error.kind;
         if tell_transport {
-            self.push_directive(Event::Disconnect {
-                node,
-                error: error.clone(),
-            });
+            self.push_directive(Queued::Disconnect(node, error.clone()));
         }
-        self.node_failed(node, None, error, now);
-        for (id, cmd) in orphans {
-            if cmd.counts() {
-                self.record(id, n, NodeOutcome::Failed(kind), now);
+        self.node_failed(node, None, error);
+        for o in orphans {
+            if o.cmd.takes_key() && !o.sent {
+                if let Some(op) = self.op_mut(o.op) {
+                    op.maybe_landed &= !(1 << n);
+                }
             }
-            self.unref(id);
+            if o.cmd.counts() {
+                let failed = NodeOutcome::Failed(kind);
+                self.record(o.op, n, o.cmd, failed, 0, Source::Unknown, now);
+            }
+            if o.cmd == Cmd::Release {
+                let until = self.owed_until(o.op, now);
+                let _ = self.enqueue(n, o.op, Cmd::Undo(0), until);
+            }
+            self.unref(o.op);
         }
     }
 
     /// Fills `buf` with as many unsent commands for `node` as fit.
     fn fill(&mut self, node: usize, buf: &mut [u8]) -> usize {
         let mut len = 0;
+        let reply_by = self.now + self.config.node_timeout;
         while let Some((idx, entry)) = self.links.get_mut(node).and_then(|l| l.next_unsent()) {
-            let written = match self.encode(node, &entry, &mut buf[len..]) {
+            let written = match self.encode_cached(node, &entry, &mut buf[len..]) {
                 Some(w) => w,
                 None if len > 0 => break,
                 None => {
@@ -1177,12 +1660,9 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
                     let failed = self.links.get_mut(node).and_then(|l| l.withdraw(idx));
                     if let Some(id) = failed {
                         if entry.cmd.counts() {
-                            self.record(
-                                id,
-                                node,
-                                NodeOutcome::Failed(ErrorKind::BufferTooSmall),
-                                self.now,
-                            );
+                            let outcome = NodeOutcome::Failed(ErrorKind::BufferTooSmall);
+                            let now = self.now;
+                            self.record(id, node, entry.cmd, outcome, 0, Source::Reply, now);
                         }
                         self.unref(id);
                     }
@@ -1191,19 +1671,58 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             };
             len += written;
             if let Some(link) = self.links.get_mut(node) {
-                link.mark_sent(idx);
+                link.mark_sent(idx, reply_by);
             }
-            if let (Cmd::Set, Some(id)) = (entry.cmd, entry.op) {
+            if let (true, Some(id)) = (entry.cmd.takes_key(), entry.op) {
                 if let Some(op) = self.op_mut(id) {
                     op.maybe_landed |= 1 << node;
                 }
             }
         }
+        if let Some(link) = self.links.get_mut(node) {
+            link.trim();
+        }
         len
+    }
+
+    /// Encodes `entry` into `out`, or copies it from the last command
+    /// encoded when it is the same one: an attempt sends the very same bytes
+    /// to every node, so they are encoded once (with `redis-protocol`) and
+    /// copied for the others.
+    fn encode_cached(&mut self, node: usize, entry: &Entry, out: &mut [u8]) -> Option<usize> {
+        let key = entry.op.and_then(|id| {
+            let op = self.op(id)?;
+            Some(EncodedKey {
+                op: id,
+                cmd: entry.cmd,
+                attempt: op.attempt,
+                round2: op.round2,
+                by_sha: entry.by_sha,
+            })
+        });
+        if let Some(k) = key {
+            if self.encoded.key == Some(k) {
+                let bytes = self.encoded.bytes.get(..self.encoded.len)?;
+                let dst = out.get_mut(..bytes.len())?;
+                dst.copy_from_slice(bytes);
+                return Some(bytes.len());
+            }
+        }
+        let written = self.encode(node, entry, out)?;
+        if let (Some(k), Some(src)) = (key, out.get(..written)) {
+            if let Some(dst) = self.encoded.bytes.get_mut(..written) {
+                dst.copy_from_slice(src);
+                self.encoded.len = written;
+                self.encoded.key = Some(k);
+            }
+        }
+        Some(written)
     }
 
     fn encode(&self, node: usize, entry: &Entry, out: &mut [u8]) -> Option<usize> {
         let link = self.links.get(node)?;
+        let mut d1 = [0u8; 20];
+        let mut d2 = [0u8; 20];
         match entry.cmd {
             Cmd::Auth => {
                 let auth = link.config.auth.as_ref()?;
@@ -1215,37 +1734,102 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
                 let op = self.op(entry.op?)?;
                 resp::encode_set(
                     out,
-                    &op.resource,
+                    op.resources.first(),
                     op.token.as_bytes(),
                     op.ttl.as_millis() as u64,
                 )
             }
-            Cmd::Script(s, by_body) => {
+            Cmd::Acquire => {
                 let op = self.op(entry.op?)?;
+                let ttl = resp::digits(op.ttl.as_millis() as u64, &mut d1);
+                match op.fenced {
+                    None => resp::encode_script(
+                        out,
+                        Script::Acquire,
+                        false,
+                        &op.resources,
+                        false,
+                        &[op.token.as_bytes(), ttl],
+                    ),
+                    Some(_) => {
+                        let script = if self.weak.fence_incr {
+                            Script::FenceIncr
+                        } else {
+                            Script::Acquire
+                        };
+                        let p = resp::digits(op.proposal, &mut d2);
+                        resp::encode_script(
+                            out,
+                            script,
+                            false,
+                            &op.resources,
+                            true,
+                            &[op.token.as_bytes(), ttl, p],
+                        )
+                    }
+                }
+            }
+            Cmd::FenceWrite => {
+                let op = self.op(entry.op?)?;
+                let f = resp::digits(op.fence?, &mut d1);
+                let script = if self.weak.fence_plain_set {
+                    Script::FenceWriteSet
+                } else {
+                    Script::FenceWrite
+                };
                 resp::encode_script(
                     out,
-                    s,
-                    by_body,
-                    &op.resource,
-                    op.token.as_bytes(),
-                    op.ttl.as_millis() as u64,
+                    script,
+                    false,
+                    &op.resources,
+                    true,
+                    &[op.token.as_bytes(), f],
                 )
             }
-            Cmd::Cleanup(by_body) => {
+            Cmd::Extend => {
+                let op = self.op(entry.op?)?;
+                let ttl = resp::digits(op.ttl.as_millis() as u64, &mut d1);
+                resp::encode_script(
+                    out,
+                    Script::Extend,
+                    entry.by_sha,
+                    &op.resources,
+                    false,
+                    &[op.token.as_bytes(), ttl],
+                )
+            }
+            Cmd::Release => {
                 let op = self.op(entry.op?)?;
                 resp::encode_script(
                     out,
                     Script::Release,
-                    by_body,
-                    &op.resource,
-                    op.token.as_bytes(),
-                    0,
+                    entry.by_sha,
+                    &op.resources,
+                    false,
+                    &[op.token.as_bytes()],
+                )
+            }
+            Cmd::Undo(attempt) => {
+                let op = self.op(entry.op?)?;
+                let token = if attempt == 0 {
+                    op.token
+                } else {
+                    op.token
+                        .for_attempt(if self.weak.reuse_token { 1 } else { attempt })
+                };
+                resp::encode_script(
+                    out,
+                    Script::Release,
+                    entry.by_sha,
+                    &op.resources,
+                    false,
+                    &[token.as_bytes()],
                 )
             }
         }
     }
 
-    fn push_directive(&mut self, e: Event) {
+    fn push_directive(&mut self, e: Queued) {
         if self.events.push_back(e).is_err() {
             // Cannot happen: directives are bounded by 2 per node and the
             // queue reserves room for them. Count it rather than panic.
@@ -1253,18 +1837,40 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         }
     }
 
-    fn node_failed(&mut self, node: NodeId, op: Option<OpId>, error: NodeError, _now: Instant) {
+    fn node_failed(&mut self, node: NodeId, op: Option<OpId>, error: NodeError) {
         if self.events.len() >= DIAGNOSTIC_LIMIT {
             self.dropped_diagnostics += 1;
             return;
         }
-        let _ = self.events.push_back(Event::NodeFailed { node, op, error });
+        let _ = self.events.push_back(Queued::NodeFailed(node, op, error));
     }
+}
+
+/// What a reply to `cmd` means: the node's outcome, and for a fenced round 1
+/// the register value it returned.
+fn outcome_of(cmd: Cmd, reply: Reply, incr: bool) -> (NodeOutcome, u64) {
+    let _ = incr;
+    let outcome = match (cmd, reply) {
+        (_, Reply::Error(kind, _, _)) => NodeOutcome::Failed(kind),
+        (Cmd::Set, Reply::Simple) => NodeOutcome::Ok,
+        (Cmd::Set, Reply::Nil) => NodeOutcome::Held,
+        (Cmd::Acquire, Reply::Int(i)) if i >= 0 => return (NodeOutcome::Ok, i as u64),
+        (Cmd::Acquire, Reply::Int(-1)) => NodeOutcome::Held,
+        (Cmd::FenceWrite, Reply::Int(1)) => NodeOutcome::Ok,
+        (Cmd::FenceWrite, Reply::Int(0)) => NodeOutcome::Missing,
+        (Cmd::Extend, Reply::Int(1)) => NodeOutcome::Ok,
+        (Cmd::Release | Cmd::Undo(_), Reply::Int(i)) if i >= 1 => NodeOutcome::Ok,
+        (Cmd::Extend | Cmd::Release | Cmd::Undo(_), Reply::Int(0)) => NodeOutcome::Held,
+        (Cmd::Extend | Cmd::Release | Cmd::Undo(_), Reply::Int(-1)) => NodeOutcome::Missing,
+        _ => NodeOutcome::Failed(ErrorKind::Protocol),
+    };
+    (outcome, 0)
 }
 
 /// The pause before the next attempt: `delay` moved by a uniform amount in
 /// `[-jitter/2, +jitter/2]`, never negative. `state` is a SplitMix64 stream
-/// seeded from the caller's RNG when the operation started.
+/// seeded from the caller's RNG when the operation started. Saturating
+/// throughout: no policy, however absurd, overflows.
 fn jitter(state: &mut u64, delay: Duration, jitter: Duration) -> Duration {
     let j = micros(jitter);
     if j == 0 {
@@ -1275,8 +1881,11 @@ fn jitter(state: &mut u64, delay: Duration, jitter: Duration) -> Duration {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    let offset = z % (j + 1);
-    Duration::from_micros((micros(delay) + offset).saturating_sub(j / 2))
+    let offset = match j.checked_add(1) {
+        Some(span) => z % span,
+        None => z,
+    };
+    Duration::from_micros(micros(delay).saturating_add(offset).saturating_sub(j / 2))
 }
 
 /// Bytes to send to one node, written by
@@ -1288,4 +1897,31 @@ pub struct Transmit {
     pub node: NodeId,
     /// Number of bytes written at the start of the buffer.
     pub len: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_never_overflows() {
+        let mut s = 1;
+        for (d, j) in [
+            (Duration::MAX, Duration::MAX),
+            (Duration::ZERO, Duration::MAX),
+            (
+                Duration::from_micros(u64::MAX),
+                Duration::from_micros(u64::MAX),
+            ),
+            (Duration::MAX, Duration::from_micros(1)),
+        ] {
+            let _ = jitter(&mut s, d, j);
+        }
+        let p = jitter(
+            &mut s,
+            Duration::from_millis(100),
+            Duration::from_millis(50),
+        );
+        assert!(p >= Duration::from_millis(75) && p <= Duration::from_millis(125));
+    }
 }

@@ -54,7 +54,7 @@ pub struct NodeFailure {
 /// assert_eq!(
 ///     f.to_string(),
 ///     "too few nodes answered to decide after 1 attempt: redis://a:6379: held by another token; \
-///      redis://b:6379: no answer (connect failed)"
+///      redis://b:6379: not waited for (decided before it answered; last error: connect failed)"
 /// );
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,8 +128,14 @@ impl fmt::Display for Failure {
             write!(f, "{}: ", n.url)?;
             match (n.outcome, &n.last_error) {
                 (NodeOutcome::Held, _) => f.write_str("held by another token")?,
-                (NodeOutcome::Pending, None) => f.write_str("no answer (not awaited)")?,
-                (NodeOutcome::Pending, Some(e)) => write!(f, "no answer ({e})")?,
+                (NodeOutcome::Missing, _) => f.write_str("our key is gone")?,
+                (NodeOutcome::Pending, None) => {
+                    f.write_str("not waited for (decided before it answered)")?
+                }
+                (NodeOutcome::Pending, Some(e)) => write!(
+                    f,
+                    "not waited for (decided before it answered; last error: {e})"
+                )?,
                 (NodeOutcome::Failed(k), None) => write!(f, "{k}")?,
                 // Say what kind of failure, unless the detail already does.
                 (NodeOutcome::Failed(k), Some(e)) if e.starts_with(k.to_string().as_str()) => {

@@ -4,6 +4,9 @@ use rand_core::CryptoRng;
 
 /// Random bytes in a generated token (160 bits, above Redlock's 128-bit floor).
 pub const TOKEN_RANDOM_BYTES: usize = 20;
+/// Length of an acquire attempt's token: the operation's random bytes as hex
+/// (40 characters) followed by the attempt number as 8 hex digits.
+pub const ATTEMPT_TOKEN_LEN: usize = 2 * TOKEN_RANDOM_BYTES + 8;
 /// The longest token accepted from outside (e.g. another client's value).
 pub const MAX_TOKEN_LEN: usize = 64;
 
@@ -72,6 +75,39 @@ impl Token {
             buf,
             len: bytes.len() as u8,
         })
+    }
+
+    /// The token of acquire attempt `attempt` of an operation whose random
+    /// part is this token's first 40 characters: those characters followed by
+    /// `attempt` as 8 hex digits.
+    ///
+    /// Every attempt of an acquire stores its own token, so the undo of a
+    /// failed attempt (compare-and-delete) can never match a later attempt's
+    /// key, whatever order the two reach a node in. A token shorter than 40
+    /// characters is extended the same way from what it has.
+    ///
+    /// ```
+    /// # use redlock_core::Token;
+    /// let base = Token::from_bytes(&[b'a'; 40]).unwrap();
+    /// let t1 = base.for_attempt(1);
+    /// let t2 = base.for_attempt(2);
+    /// assert_eq!(&t1.as_str()[40..], "00000001");
+    /// assert_ne!(t1, t2);
+    /// assert_eq!(t1.for_attempt(2), t2);
+    /// ```
+    pub fn for_attempt(&self, attempt: u32) -> Token {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let keep = usize::from(self.len).min(2 * TOKEN_RANDOM_BYTES);
+        let mut buf = [0u8; MAX_TOKEN_LEN];
+        buf[..keep].copy_from_slice(&self.buf[..keep]);
+        for i in 0..8 {
+            let nibble = (attempt >> (28 - 4 * i)) & 0xf;
+            buf[keep + i] = HEX[nibble as usize];
+        }
+        Token {
+            buf,
+            len: (keep + 8) as u8,
+        }
     }
 
     /// The token's bytes, as stored in Redis.

@@ -43,13 +43,20 @@ pub struct NodeUrl {
 /// ```
 /// use redlock_core::url::{NodeUrl, UrlError};
 /// assert_eq!(NodeUrl::parse("http://x"), Err(UrlError::Scheme));
+/// assert_eq!(NodeUrl::parse("127.0.0.1:6379"), Err(UrlError::NoScheme));
+/// assert_eq!(NodeUrl::parse("redis://h?protocol=resp3"), Err(UrlError::Query));
 /// assert_eq!(NodeUrl::parse("redis://h:99999"), Err(UrlError::Port));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UrlError {
-    /// Not `redis://` or `rediss://`.
+    /// A scheme other than `redis://` or `rediss://`.
     Scheme,
+    /// No scheme at all (`127.0.0.1:6379`): `redis://` must be added.
+    NoScheme,
+    /// A query string or fragment (`?protocol=resp3`): no parameter is
+    /// supported; [`query_parameters`] names the ones given.
+    Query,
     /// Missing or malformed host.
     Host,
     /// Port not a number in 1..=65535.
@@ -64,6 +71,8 @@ impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             UrlError::Scheme => "scheme must be redis:// or rediss://",
+            UrlError::NoScheme => "no scheme: add redis:// (or rediss:// for TLS) in front",
+            UrlError::Query => "query parameters (?...) and fragments (#...) are not supported",
             UrlError::Host => "missing or malformed host",
             UrlError::Port => "port must be a number from 1 to 65535",
             UrlError::Db => "database must be a number from 0 to 65535",
@@ -90,8 +99,10 @@ impl NodeUrl {
             (false, r)
         } else if let Some(r) = s.strip_prefix("rediss://") {
             (true, r)
-        } else {
+        } else if s.contains("://") {
             return Err(UrlError::Scheme);
+        } else {
+            return Err(UrlError::NoScheme);
         };
         // Authority ends at the first '/', '?' or '#'.
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -150,21 +161,15 @@ impl NodeUrl {
             },
             None => 6379,
         };
+        // No query parameter or fragment is supported: refuse them rather
+        // than ignore them (`?protocol=resp3` would silently mean RESP2).
+        if path.contains(['?', '#']) {
+            return Err(UrlError::Query);
+        }
         let db = match path.strip_prefix('/') {
             Some("") | None => 0,
-            Some(d) => {
-                let d = d.split(['?', '#']).next().unwrap_or("");
-                if d.is_empty() {
-                    0
-                } else {
-                    d.parse::<u16>().map_err(|_| UrlError::Db)?
-                }
-            }
+            Some(d) => d.parse::<u16>().map_err(|_| UrlError::Db)?,
         };
-        if !path.is_empty() && !path.starts_with('/') {
-            // Query strings and fragments are not supported.
-            return Err(UrlError::Host);
-        }
         Ok(NodeUrl {
             tls,
             host: heapless::String::try_from(host).map_err(|_| UrlError::Host)?,
@@ -192,11 +197,13 @@ impl NodeUrl {
     }
 }
 
-/// A URL that may not parse, shown without anything that could be a
-/// password: everything between the scheme and the *last* `@` becomes `***`
-/// (a password may itself contain `@`, `/` or `:`), and a scheme-less
-/// string with a `:` but no `@` (perhaps `user:password` typed alone) is
-/// hidden entirely. For URLs that parse, prefer [`NodeUrl`]'s `Display`.
+/// A URL that may not parse, shown as given but without anything that
+/// could be a password: everything between the scheme and the *last* `@`
+/// becomes `***` (a password may itself contain `@`, `/` or `:`), and so
+/// does every query value (`?password=***`). A scheme-less string is shown
+/// as given when it reads as `host:port` (`127.0.0.1:6379`); one with a `:`
+/// that does not (perhaps `user:password` typed alone) is hidden entirely.
+/// For URLs that parse, prefer [`NodeUrl`]'s `Display`.
 ///
 /// ```
 /// use redlock_core::url::redact;
@@ -204,7 +211,9 @@ impl NodeUrl {
 /// assert_eq!(redact("redis://u:p/w@h").to_string(), "redis://***@h");
 /// assert_eq!(redact("pw@h").to_string(), "***@h");
 /// assert_eq!(redact("user:hunter2").to_string(), "***");
+/// assert_eq!(redact("127.0.0.1:6379").to_string(), "127.0.0.1:6379");
 /// assert_eq!(redact("redis://h:99999").to_string(), "redis://h:99999");
+/// assert_eq!(redact("redis://h?protocol=resp3&x").to_string(), "redis://h?protocol=***&x");
 /// assert_eq!(redact("u:pw@x://h").to_string(), "***@x://h");
 /// ```
 pub fn redact(url: &str) -> Redacted<'_> {
@@ -230,10 +239,148 @@ impl fmt::Display for Redacted<'_> {
             }
             _ => ("", url),
         };
-        match rest.rfind('@') {
-            Some(at) => write!(f, "{scheme}***{}", &rest[at..]),
-            None if scheme.is_empty() && rest.contains(':') => f.write_str("***"),
-            None => f.write_str(url),
+        let tail = match rest.rfind('@') {
+            Some(at) => {
+                write!(f, "{scheme}***")?;
+                &rest[at..]
+            }
+            None if scheme.is_empty() && rest.contains(':') && !is_host_port(rest) => {
+                return f.write_str("***");
+            }
+            None => {
+                f.write_str(scheme)?;
+                rest
+            }
+        };
+        // Query values and fragments may hold anything: mask them.
+        let Some(q) = tail.find(['?', '#']) else {
+            return f.write_str(tail);
+        };
+        f.write_str(&tail[..q])?;
+        let (query, fragment) = match tail[q..].find('#') {
+            Some(h) => (&tail[q..q + h], Some(&tail[q + h + 1..])),
+            None => (&tail[q..], None),
+        };
+        if let Some(query) = query.strip_prefix('?') {
+            f.write_str("?")?;
+            for (i, param) in query.split('&').enumerate() {
+                if i > 0 {
+                    f.write_str("&")?;
+                }
+                match param.split_once('=') {
+                    Some((name, _)) => write!(f, "{name}=***")?,
+                    None => f.write_str(param)?,
+                }
+            }
+        }
+        match fragment {
+            Some("") => f.write_str("#"),
+            Some(_) => f.write_str("#***"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether a scheme-less string reads as `host:port[/db]` (so it can be
+/// shown as given: no password in it).
+fn is_host_port(s: &str) -> bool {
+    let end = s.find(['/', '?', '#']).unwrap_or(s.len());
+    let hostport = &s[..end];
+    let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+        match h.split_once("]:") {
+            Some((host, port)) => (host, port),
+            None => return h.ends_with(']'),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host, port),
+            _ => return false,
+        }
+    };
+    !host.is_empty()
+        && !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The names of the query parameters of `url` (never their values), for
+/// messages about [`UrlError::Query`]: only the text after the last `@` is
+/// looked at, so no part of a password is ever returned.
+///
+/// ```
+/// use redlock_core::url::query_parameters;
+/// let names: Vec<&str> = query_parameters("redis://h/0?protocol=resp3&x#f").collect();
+/// assert_eq!(names, ["protocol", "x"]);
+/// assert_eq!(query_parameters("redis://:pa?ss@h").count(), 0);
+/// ```
+pub fn query_parameters(url: &str) -> impl Iterator<Item = &str> + '_ {
+    let after_auth = url.rfind('@').map_or(url, |at| &url[at + 1..]);
+    let query = after_auth.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or("");
+    query
+        .split('&')
+        .map(|p| p.split('=').next().unwrap_or(""))
+        .filter(|name| !name.is_empty())
+}
+
+/// Why `url` was refused, for a person: the [`UrlError`] plus what can be
+/// said without showing a password (the query parameters' names, the
+/// missing scheme).
+///
+/// ```
+/// use redlock_core::url::{explain, NodeUrl};
+/// let url = "redis://h?protocol=resp3";
+/// let e = NodeUrl::parse(url).unwrap_err();
+/// assert_eq!(
+///     explain(url, e).to_string(),
+///     "unknown query parameter \"protocol\": query parameters (?...) and fragments (#...) \
+///      are not supported (write ? and # in a password as %3F and %23)"
+/// );
+/// let e = NodeUrl::parse("10.0.0.1:6379").unwrap_err();
+/// assert_eq!(explain("10.0.0.1:6379", e).to_string(), "no scheme: add redis:// (or rediss:// for TLS) in front, as in redis://10.0.0.1:6379");
+/// ```
+pub fn explain(url: &str, error: UrlError) -> Explained<'_> {
+    Explained { url, error }
+}
+
+/// See [`explain`].
+#[derive(Clone, Copy, Debug)]
+pub struct Explained<'a> {
+    url: &'a str,
+    error: UrlError,
+}
+
+impl fmt::Display for Explained<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.error {
+            UrlError::Query => {
+                let mut names = query_parameters(self.url).peekable();
+                if names.peek().is_some() {
+                    for (n, name) in names.enumerate() {
+                        f.write_str(if n == 0 {
+                            "unknown query parameter "
+                        } else {
+                            ", "
+                        })?;
+                        write!(f, "{name:?}")?;
+                    }
+                    f.write_str(": ")?;
+                }
+                write!(
+                    f,
+                    "{} (write ? and # in a password as %3F and %23)",
+                    self.error
+                )
+            }
+            UrlError::NoScheme => {
+                write!(f, "{}", self.error)?;
+                // Show the suggestion only when it is the input as given.
+                if !self.url.contains('@') && is_host_port(self.url) {
+                    write!(f, ", as in redis://{}", self.url)?;
+                }
+                Ok(())
+            }
+            e => write!(f, "{e}"),
         }
     }
 }
@@ -320,9 +467,15 @@ mod tests {
             "redis://h?x",
             "redis://a b",
             "redis://[]:1",
+            "redis://h/0?protocol=resp3",
+            "redis://h#x",
         ] {
             assert!(NodeUrl::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(NodeUrl::parse("h:6379"), Err(UrlError::NoScheme));
+        assert_eq!(NodeUrl::parse("ftp://h"), Err(UrlError::Scheme));
+        assert_eq!(NodeUrl::parse("redis://h?x"), Err(UrlError::Query));
+        assert_eq!(NodeUrl::parse("redis://h/1?x=1"), Err(UrlError::Query));
     }
 
     #[test]
@@ -336,6 +489,12 @@ mod tests {
         assert_eq!(r("u:pw@x://h"), "***@x://h");
         assert_eq!(r("http://:pw@x/1"), "http://***@x/1");
         assert!(!r("user:hunter2").contains("hunter2"));
+        assert_eq!(r("127.0.0.1:6379"), "127.0.0.1:6379");
+        assert_eq!(r("[::1]:6379/2"), "[::1]:6379/2");
+        assert_eq!(r("user:hunter2x"), "***");
+        assert_eq!(r("redis://h?password=hunter2"), "redis://h?password=***");
+        assert_eq!(r("redis://h/0#hunter2"), "redis://h/0#***");
+        assert_eq!(r("redis://:pa?ss@h?x=1"), "redis://***@h?x=***");
         assert!(!r("redis://a:b@c@d").contains('b'));
     }
 

@@ -33,7 +33,10 @@ fn acquire_extend_release_on_five_nodes() {
     let lease = acquired(&mut rig, op);
     // ttl 1000 ms, drift 10 + 2 ms, no time passed: deadline = 988 ms.
     assert_eq!(lease.deadline(), Instant::from_millis(988));
-    assert_eq!(lease.token().as_bytes().len(), 40);
+    assert_eq!(
+        lease.token().as_bytes().len(),
+        redlock_core::ATTEMPT_TOKEN_LEN
+    );
     for n in &rig.nodes {
         assert_eq!(n.keys.get(&b"r"[..]).unwrap().0, lease.token().as_bytes());
     }
@@ -54,7 +57,11 @@ fn acquire_extend_release_on_five_nodes() {
     let op = rig.core.release(&lease, rig.now).unwrap();
     rig.drain();
     match rig.take_op_event(op) {
-        Some(Event::Released { report, .. }) => assert_eq!(report.released(), 5),
+        // Decided at quorum; the other two releases were still sent.
+        Some(Event::Released { report, .. }) => {
+            assert_eq!(report.released(), 3);
+            assert_eq!(report.verdict(), redlock_core::ReleaseVerdict::Released);
+        }
         e => panic!("{e:?}"),
     }
     assert!(rig.nodes.iter().all(|n| n.keys.is_empty()));
@@ -139,7 +146,7 @@ fn unavailable_with_three_of_five_silent_within_node_timeout() {
     // The silent nodes may have applied the SET: each was sent a release
     // after it, and the two OK nodes too.
     for n in &rig.nodes {
-        let releases = n.commands.iter().filter(|c| c[0] == b"EVALSHA").count();
+        let releases = n.commands.iter().filter(|c| c[0] == b"EVAL").count();
         assert_eq!(releases, 1);
     }
 }
@@ -174,35 +181,68 @@ fn replies_split_at_every_byte_boundary() {
         let op = rig.core.release(&lease, rig.now).unwrap();
         rig.drain();
         assert!(
-            matches!(rig.take_op_event(op), Some(Event::Released { report, .. }) if report.released() == 3)
+            matches!(rig.take_op_event(op), Some(Event::Released { report, .. }) if report.released() >= 2)
         );
+        assert!(rig.nodes.iter().all(|n| n.keys.is_empty()));
     }
 }
 
 #[test]
 fn every_split_of_a_pipelined_reply_stream() {
-    // A stream answering a handshake of 2 SCRIPT LOADs, then SET ok, then an error.
-    let stream: &[u8] = b"$40\r\n0123456789012345678901234567890123456789\r\n$40\r\n0123456789012345678901234567890123456789\r\n+OK\r\n";
+    // Two pipelined acquires on one connection: OK for the first, nil
+    // (held) for the second, then a script's integer for a third.
+    let stream: &[u8] = b"+OK\r\n$-1\r\n:-1\r\n";
     for cut in 0..=stream.len() {
-        let mut core: Redlock =
-            Redlock::new(Rig::<64, 128>::config(1_000), &[Default::default()]).unwrap();
-        while core.poll_event().is_some() {}
-        core.handle_connected(NodeId(0), Instant::ZERO);
-        let op = core.acquire(b"r", &mut TestRng(6), Instant::ZERO).unwrap();
-        let mut buf = [0u8; 2048];
-        while core.poll_transmit(&mut buf).is_some() {}
-        core.handle_input(NodeId(0), &stream[..cut], Instant::ZERO);
-        core.handle_input(NodeId(0), &stream[cut..], Instant::ZERO);
-        let e = core.poll_events_until_op(op);
-        assert!(
-            matches!(e, Some(Event::Acquired { .. })),
-            "cut at {cut}: {e:?}"
-        );
+        for cut2 in cut..=stream.len() {
+            let mut core: Redlock =
+                Redlock::new(Rig::<64, 128>::config(1_000), &[Default::default()]).unwrap();
+            while core.poll_event().is_some() {}
+            core.handle_connected(NodeId(0), Instant::ZERO);
+            let once = RetryPolicy::none();
+            let ttl = Duration::from_millis(1_000);
+            let a = core
+                .acquire_with(b"a", ttl, once, &mut TestRng(6), Instant::ZERO)
+                .unwrap();
+            let b = core
+                .acquire_with(b"b", ttl, once, &mut TestRng(7), Instant::ZERO)
+                .unwrap();
+            let set = redlock_core::ResourceSet::new(&[b"c".as_slice(), b"d"]).unwrap();
+            let options = redlock_core::AcquireOptions {
+                ttl,
+                retry: once,
+                fencing: redlock_core::Fencing::Off,
+            };
+            let c = core
+                .acquire_set(&set, &options, &mut TestRng(8), Instant::ZERO)
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            while core.poll_transmit(&mut buf).is_some() {}
+            for part in [&stream[..cut], &stream[cut..cut2], &stream[cut2..]] {
+                core.handle_input(NodeId(0), part, Instant::ZERO);
+            }
+            let mut events = Vec::new();
+            while let Some(e) = core.poll_event() {
+                events.push(e);
+            }
+            let of = |op| events.iter().find(|e| e.op() == Some(op));
+            assert!(
+                matches!(of(a), Some(Event::Acquired { .. })),
+                "cut at {cut}/{cut2}: {events:?}"
+            );
+            assert!(
+                matches!(of(b), Some(Event::AcquireFailed { error, .. }) if error.kind == FailureKind::Busy),
+                "cut at {cut}/{cut2}: {events:?}"
+            );
+            assert!(
+                matches!(of(c), Some(Event::AcquireFailed { error, .. }) if error.kind == FailureKind::Busy),
+                "cut at {cut}/{cut2}: {events:?}"
+            );
+        }
     }
 }
 
 #[test]
-fn noscript_falls_back_to_eval() {
+fn scripts_go_by_body_so_a_flushed_cache_changes_nothing() {
     let mut rig: Rig = Rig::new(3, Rig::<64, 128>::config(1_000));
     let op = rig.core.acquire(b"r", &mut TestRng(7), rig.now).unwrap();
     rig.drain();
@@ -210,13 +250,26 @@ fn noscript_falls_back_to_eval() {
     for n in &mut rig.nodes {
         n.scripts = false; // SCRIPT FLUSH
     }
+    let op = rig
+        .core
+        .extend(&lease, Duration::from_millis(1_000), rig.now)
+        .unwrap();
+    rig.drain();
+    assert!(matches!(
+        rig.take_op_event(op),
+        Some(Event::Extended { .. })
+    ));
     let op = rig.core.release(&lease, rig.now).unwrap();
     rig.drain();
     assert!(
-        matches!(rig.take_op_event(op), Some(Event::Released { report, .. }) if report.released() == 3)
+        matches!(rig.take_op_event(op), Some(Event::Released { report, .. }) if report.released() >= 2)
     );
     for n in &rig.nodes {
-        assert!(n.commands.iter().any(|c| c[0] == b"EVAL"));
+        assert!(n.keys.is_empty());
+        assert!(!n
+            .commands
+            .iter()
+            .any(|c| c[0] == b"EVALSHA" || c[0] == b"SCRIPT"));
     }
 }
 
@@ -368,9 +421,9 @@ fn node_down_fails_fast_and_reconnects_with_backoff() {
     let e = failed(&mut rig, op);
     assert_eq!(e.kind, FailureKind::Unavailable);
     assert_eq!(e.nodes.get(0), NodeOutcome::Failed(ErrorKind::Disconnected));
-    // Reconnect is asked for after the backoff (50 ms by default).
+    // Reconnect is asked for after the backoff (0.5 % of the TTL: 5 ms).
     rig.events.clear();
-    rig.advance(Duration::from_millis(49));
+    rig.advance(Duration::from_millis(4));
     assert!(!rig
         .events
         .iter()
@@ -435,7 +488,7 @@ fn reply_exactly_at_the_validity_deadline_is_too_late() {
     let e = failed(&mut rig, op);
     assert_eq!(e.kind, FailureKind::Expired);
     // And the key it may hold is released.
-    assert!(rig.nodes[0].commands.iter().any(|c| c[0] == b"EVALSHA"));
+    assert!(rig.nodes[0].commands.iter().any(|c| c[0] == b"EVAL"));
 }
 
 #[test]
@@ -538,7 +591,8 @@ fn stale_token_release_never_deletes_anothers_key() {
     match rig.take_op_event(op) {
         Some(Event::Released { report, .. }) => {
             assert_eq!(report.released(), 0);
-            assert_eq!(report.not_held(), 3);
+            assert!(report.not_held() >= 2);
+            assert_eq!(report.verdict(), redlock_core::ReleaseVerdict::NotHeld);
         }
         e => panic!("{e:?}"),
     }
@@ -593,7 +647,7 @@ fn wait_deadline_bounds_the_retries() {
 
 #[test]
 fn many_operations_share_the_connections() {
-    let mut rig: Rig<256, 512> = Rig::new(5, Rig::<256, 512>::config(10_000));
+    let mut rig: Rig<256, 1024> = Rig::new(5, Rig::<256, 1024>::config(10_000));
     let ops: Vec<_> = (0..200)
         .map(|i| {
             rig.core
@@ -759,7 +813,7 @@ fn requests_wait_for_auth_and_select_before_being_written() {
             .collect()
     };
     // ...is held back behind AUTH and SELECT until they are answered.
-    assert_eq!(cmds, ["AUTH", "SELECT", "SCRIPT", "SCRIPT"]);
+    assert_eq!(cmds, ["AUTH", "SELECT"]);
     core.handle_input(
         NodeId(0),
         b"+OK\r\n-ERR DB index is out of range\r\n",
@@ -792,7 +846,7 @@ fn requests_flow_once_the_handshake_is_answered() {
         .poll_transmit(&mut buf)
         .expect("SET goes out after SELECT succeeded");
     assert!(buf[..t.len].windows(3).any(|w| w == b"SET"));
-    core.handle_input(NodeId(0), b"$1\r\na\r\n$1\r\nb\r\n+OK\r\n", Instant::ZERO);
+    core.handle_input(NodeId(0), b"+OK\r\n", Instant::ZERO);
     assert!(matches!(
         core.poll_events_until_op(op),
         Some(Event::Acquired { .. })

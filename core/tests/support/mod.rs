@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redlock_core::{Config, Event, Instant, NodeConfig, NodeId, Redlock, EXTEND_SHA, RELEASE_SHA};
+use redlock_core::{
+    Config, Event, Instant, NodeConfig, NodeId, Redlock, ACQUIRE_SCRIPT, EXTEND_SCRIPT, EXTEND_SHA,
+    FENCE_WRITE_SCRIPT, RELEASE_SCRIPT, RELEASE_SHA,
+};
 
 /// A deterministic RNG for tests (not cryptographic, which is fine here).
 pub struct TestRng(pub u64);
@@ -45,6 +48,8 @@ pub enum Mode {
 /// Just enough of a Redis node for unit tests.
 pub struct FakeNode {
     pub keys: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+    /// Fence registers (no expiry).
+    pub registers: BTreeMap<Vec<u8>, u64>,
     pub mode: Mode,
     pub scripts: bool,
     inbuf: Vec<u8>,
@@ -55,6 +60,7 @@ impl FakeNode {
     pub fn new() -> FakeNode {
         FakeNode {
             keys: BTreeMap::new(),
+            registers: BTreeMap::new(),
             mode: Mode::Normal,
             scripts: false,
             inbuf: Vec::new(),
@@ -112,33 +118,119 @@ impl FakeNode {
                 }
             }
             b"EVALSHA" | b"EVAL" => {
-                if up(0) == b"EVALSHA" && !self.scripts {
-                    return b"-NOSCRIPT No matching script. Please use EVAL.\r\n".to_vec();
-                }
-                let is_release = if up(0) == b"EVALSHA" {
-                    a[1] == RELEASE_SHA.as_bytes()
+                let body: &str = if up(0) == b"EVALSHA" {
+                    if !self.scripts {
+                        return b"-NOSCRIPT No matching script. Please use EVAL.\r\n".to_vec();
+                    }
+                    if a[1] == RELEASE_SHA.as_bytes() {
+                        RELEASE_SCRIPT
+                    } else if a[1] == EXTEND_SHA.as_bytes() {
+                        EXTEND_SCRIPT
+                    } else {
+                        panic!("EVALSHA of an unknown script")
+                    }
                 } else {
                     self.scripts = true;
-                    String::from_utf8_lossy(&a[1]).contains("\"del\"")
+                    std::str::from_utf8(&a[1]).unwrap()
                 };
-                if up(0) == b"EVALSHA" {
-                    assert!(a[1] == RELEASE_SHA.as_bytes() || a[1] == EXTEND_SHA.as_bytes());
-                }
-                let (key, token) = (&a[3], &a[4]);
-                match self.live(key, now) {
-                    Some(v) if &v == token => {
-                        if is_release {
-                            self.keys.remove(key);
-                        } else {
-                            let ttl: u64 = std::str::from_utf8(&a[5]).unwrap().parse().unwrap();
-                            self.keys.insert(key.clone(), (v, now + ttl));
-                        }
-                        b":1\r\n".to_vec()
-                    }
-                    _ => b":0\r\n".to_vec(),
-                }
+                let nk: usize = std::str::from_utf8(&a[2]).unwrap().parse().unwrap();
+                let keys: Vec<Vec<u8>> = a[3..3 + nk].to_vec();
+                let argv: Vec<Vec<u8>> = a[3 + nk..].to_vec();
+                self.script(body, &keys, &argv, now)
             }
             _ => b"-ERR unknown command\r\n".to_vec(),
+        }
+    }
+}
+
+impl FakeNode {
+    fn int(n: i64) -> Vec<u8> {
+        format!(":{n}\r\n").into_bytes()
+    }
+
+    /// Runs one of the core's scripts (recognised by its body) natively.
+    fn script(&mut self, body: &str, keys: &[Vec<u8>], argv: &[Vec<u8>], now: u64) -> Vec<u8> {
+        let num = |b: &[u8]| -> u64 { std::str::from_utf8(b).unwrap().parse().unwrap() };
+        let token = &argv[0];
+        if body == RELEASE_SCRIPT {
+            let (mut n, mut other) = (0, false);
+            for k in keys {
+                match self.live(k, now) {
+                    Some(v) if &v == token => {
+                        self.keys.remove(k);
+                        n += 1;
+                    }
+                    Some(_) => other = true,
+                    None => {}
+                }
+            }
+            Self::int(if n > 0 {
+                n
+            } else if other {
+                0
+            } else {
+                -1
+            })
+        } else if body == EXTEND_SCRIPT {
+            let (mut mine, mut other) = (0, false);
+            for k in keys {
+                match self.live(k, now) {
+                    Some(v) if &v == token => mine += 1,
+                    Some(_) => other = true,
+                    None => {}
+                }
+            }
+            if mine == keys.len() {
+                let ttl = num(&argv[1]);
+                for k in keys {
+                    let v = self.keys[k].0.clone();
+                    self.keys.insert(k.clone(), (v, now + ttl));
+                }
+                Self::int(1)
+            } else {
+                Self::int(if other { 0 } else { -1 })
+            }
+        } else if body == ACQUIRE_SCRIPT {
+            let fenced = argv.len() > 2;
+            let k = if fenced { keys.len() / 2 } else { keys.len() };
+            if keys[..k].iter().any(|key| self.live(key, now).is_some()) {
+                return Self::int(-1);
+            }
+            let mut old = 0;
+            if fenced {
+                for reg in &keys[k..] {
+                    old = old.max(self.registers.get(reg).copied().unwrap_or(0));
+                }
+            }
+            let ttl = num(&argv[1]);
+            for key in &keys[..k] {
+                self.keys.insert(key.clone(), (token.clone(), now + ttl));
+            }
+            if fenced {
+                let p = num(&argv[2]);
+                for reg in &keys[k..] {
+                    let r = self.registers.entry(reg.clone()).or_insert(0);
+                    if *r < p {
+                        *r = p;
+                    }
+                }
+            }
+            Self::int(old as i64)
+        } else if body == FENCE_WRITE_SCRIPT {
+            let k = keys.len() / 2;
+            for key in &keys[..k] {
+                if self.live(key, now).as_ref() != Some(token) {
+                    return Self::int(0);
+                }
+            }
+            let f = num(&argv[1]);
+            for reg in &keys[k..] {
+                let r = self.registers.entry(reg.clone()).or_insert(0);
+                *r = (*r).max(f);
+            }
+            Self::int(1)
+        } else {
+            panic!("unknown script {body}")
         }
     }
 }
@@ -178,6 +270,8 @@ pub struct Rig<const OPS: usize = 64, const PIPE: usize = 128> {
     pub held: Vec<Vec<u8>>,
     /// Nodes whose replies are held rather than delivered.
     pub hold: Vec<bool>,
+    /// Nodes that refuse connections (a Connect fails at once).
+    pub refuse: Vec<bool>,
     pub buf: Vec<u8>,
 }
 
@@ -196,6 +290,7 @@ impl<const OPS: usize, const PIPE: usize> Rig<OPS, PIPE> {
             chunk: 0,
             held: vec![Vec::new(); n],
             hold: vec![false; n],
+            refuse: vec![false; n],
             buf: vec![0u8; 4096],
         };
         rig.drain();
@@ -232,7 +327,11 @@ impl<const OPS: usize, const PIPE: usize> Rig<OPS, PIPE> {
             while let Some(e) = self.core.poll_event() {
                 progressed = true;
                 if let Event::Connect { node } = e {
-                    self.core.handle_connected(node, self.now);
+                    if self.refuse[node.index()] {
+                        self.core.handle_node_down(node, self.now);
+                    } else {
+                        self.core.handle_connected(node, self.now);
+                    }
                 }
                 self.events.push(e);
             }
