@@ -1,14 +1,16 @@
 //! Simulated lock cycles per minute on one core.
 #![allow(clippy::print_stdout)]
 //!
-//! `cargo bench -p redlock-sim --bench cycles [-- SEEDS [UNSAFE...]]`
-//! runs the safe menu (5 nodes, 3 clients) over SEEDS seeds (default 2000)
+//! `cargo bench -p redlock-sim --bench cycles [-- SEEDS [UNSAFE...] [old-menu]
+//! [fence=never|always] [sets=never|always]]` runs the safe menu (5 nodes,
+//! 3 clients; `old-menu`: without the network adversarial in time; fencing
+//! and resource sets per seed unless given) over SEEDS seeds (default 2000)
 //! and prints the throughput: completed acquire-hold-release cycles,
 //! simulated events and seeds per wall-clock second.
 
 use std::time::Instant;
 
-use redlock_sim::{simulate, Fault, Scenario, Stats};
+use redlock_sim::{simulate, Choice, Fault, Scenario, Stats};
 
 /// CPU time of this process (user + system), from /proc (Linux), so the
 /// figure means "per core" even on a loaded machine.
@@ -28,8 +30,16 @@ fn main() {
         .collect();
     let seeds: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(2000);
     let unsafe_faults: Vec<Fault> = args.iter().skip(1).filter_map(|s| s.parse().ok()).collect();
+    let choice = |name: &str| match args.iter().find_map(|a| a.strip_prefix(name)) {
+        Some("=never") => Choice::Never,
+        Some("=always") => Choice::Always,
+        _ => Choice::Swarm,
+    };
     let scenario = Scenario {
         unsafe_faults,
+        timing_faults: !args.iter().any(|a| a == "old-menu"),
+        fencing: choice("fence"),
+        resource_sets: choice("sets"),
         ..Scenario::default()
     };
     let start = Instant::now();
@@ -39,7 +49,7 @@ fn main() {
     for seed in 0..seeds {
         let o = simulate(seed, &scenario);
         total.add(&o.stats);
-        if o.failure.is_some() {
+        if o.failure.is_some() || o.fence_failure.is_some() {
             failures += 1;
         }
     }
@@ -68,6 +78,16 @@ fn main() {
         total.steps,
         total.steps as f64 / secs,
         total.sim_micros as f64 / 1e6
+    );
+    println!(
+        "fenced seeds: {}, fenced grants: {} ({} round 2), store writes: {} accepted, {} refused; set seeds: {}, set acquisitions: {}",
+        total.fenced_runs,
+        total.fenced_grants,
+        total.round2,
+        total.store_accepted,
+        total.store_rejected,
+        total.set_runs,
+        total.set_acquisitions
     );
     println!("faults: {:?}", total.faults);
 }

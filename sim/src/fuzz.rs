@@ -3,8 +3,10 @@
 //!
 //! The bytes choose the seed and the scenario's shape (nodes, clients,
 //! TTL, which unsafe faults are *not* used: none, since the point is that
-//! the safe menu never violates) and a short fault phase. The run must end
-//! without a safety violation and without exceeding its step bound.
+//! the safe menu never violates) and a short fault phase; fencing and
+//! resource sets are chosen per seed as in the default menu. The run must
+//! end without a safety violation, without a fence violation and without
+//! exceeding its step bound.
 
 use core::time::Duration;
 
@@ -65,5 +67,8 @@ pub fn simulation(data: &[u8]) {
         if matches!(class, FailureClass::Safety | FailureClass::Livelock) {
             panic!("{input:?}: {msg}");
         }
+    }
+    if let Some((kind, msg)) = &outcome.fence_failure {
+        panic!("{input:?}: fence {kind}: {msg}");
     }
 }

@@ -12,13 +12,15 @@
 //!   (a `BinaryHeap` ordered by `(time, sequence)`). Nothing reads the wall
 //!   clock or OS entropy; only ordered containers are iterated.
 //! * **One root seed**, one independent random stream per subsystem
-//!   (network, faults, clocks, per-seed options, each client's workload and
+//!   (network, slow nodes, mid-pipeline resets, faults, clocks, per-seed options, each client's workload and
 //!   tokens), so a change in one subsystem's draws never shifts another's.
 //! * **Nodes** ([`node::SimNode`]): keys with expiry on the node's own clock,
-//!   `SET NX PX`, Redlock's release and extend scripts by `EVAL`/`EVALSHA`
-//!   (`NOSCRIPT` when not cached; the cache is lost on restart), `SCRIPT
-//!   LOAD`, `AUTH`, `SELECT`, `PING`. Checked against a real `redis-server`
-//!   by `tests/tests/sim_differential.rs`.
+//!   `SET NX PX`, every script of the core (release, extend, the
+//!   all-or-nothing acquire of several resources, the fenced acquire and its
+//!   second round) by `EVAL`/`EVALSHA` (`NOSCRIPT` when not cached; the
+//!   cache is lost on restart), `SCRIPT LOAD`, `AUTH`, `SELECT`, `PING`.
+//!   Checked against a real `redis-server` by
+//!   `tests/tests/sim_differential.rs`.
 //! * **Clocks**: every node and client reads true time through its own
 //!   linear clock, with a rate error within ±0.2 % (so the relative drift
 //!   stays well under the core's 1 % allowance) and a random offset.
@@ -27,7 +29,10 @@
 //!   reorder freely), latency spikes past the node timeout, replies split at
 //!   random points, resets, partitions (both ways or one way: traffic is
 //!   held until the partition heals, as TCP retransmission would), and
-//!   connection attempts that fail against a down or unreachable node.
+//!   connection attempts that fail against a down or unreachable node. A
+//!   connection the client closes itself still delivers the bytes already
+//!   written; on half of the seeds of the network adversarial in time,
+//!   those may reach the node after the bytes of the next connection.
 //! * **Clients** run the core through a small driver with the transports'
 //!   drain contract (`poll_transmit`, then `poll_event`, then
 //!   `poll_timeout`), with instants from their own drifting clock. Each
@@ -35,10 +40,38 @@
 //!   *protected actions* only while `now < lease.deadline()` on its own
 //!   clock, sometimes extend, release (or, rarely, walk away and let the
 //!   lock expire), think.
+//! * **Fenced locks** ([`Scenario::fencing`], on about half of the seeds):
+//!   `acquire_set` with `Fencing::On`, the proposal's wall clock per client
+//!   (synchronised, skewed by up to 10 TTLs, or one client hours off, and
+//!   sometimes stepped, backwards too), so the second round happens. The
+//!   protected resource is a **fenced store**: each protected action is a
+//!   write carrying the lease's fence, accepted iff the fence is not below
+//!   the highest accepted ([`redlock_core::fence::FenceGuard`]). On a
+//!   quarter of the fenced seeds only some clients are fenced: plain and
+//!   fenced locks then share the resources. Fencing needs registers that
+//!   are never lost, so on a fenced seed every node persists (AOF): the
+//!   safe menu's crashes keep the registers, and losing them is the unsafe
+//!   fault [`Fault::RegisterAmnesia`].
+//! * **Resource sets** ([`Scenario::resource_sets`], on about a third of
+//!   the seeds): each client locks its own set of `r`, `r2`, `r3` at once
+//!   (the overlapping pairs `{r, r2}`, `{r2, r3}`, `{r, r3}` in turn, or
+//!   sets drawn from those, single resources and all three), the names in
+//!   any order and with duplicates.
 //! * **Faults (safe menu)**, chosen per seed ("swarm"): partitions, resets,
 //!   crashes with persistence or with a restart delay of at least a TTL,
 //!   short client pauses, `SCRIPT FLUSH`, latency spikes. They all heal at
 //!   the end of the fault phase.
+//! * **A network adversarial in time** (also in the safe menu, each element
+//!   on or off per seed; [`Scenario::timing_faults`]): heavy-tailed or
+//!   bimodal message delays; a slow node whose replies (sometimes its
+//!   requests too) lag by an eighth of a node timeout up to 3 TTLs for
+//!   seconds, longer than retry pauses; connections reset while requests
+//!   are in flight; script cache flushes at any moment and often (on the
+//!   slow node again and again); retry pauses drawn from 0 up (shorter than
+//!   a node timeout on half of the seeds); short holds, so that keys come
+//!   and go while others retry. Late replies and lost connections are
+//!   within Redlock's assumptions: a request may time out, a belief may not
+//!   be wrong. All of it heals with the other faults.
 //! * **Unsafe faults** ([`Fault`]) break one of Redlock's assumptions on
 //!   purpose, and the checker must then find violations.
 //!
@@ -46,7 +79,8 @@
 //! * **Safety**, after every event: for one resource, no client's belief
 //!   interval (from `Acquired` until the lease deadline mapped to true time,
 //!   cut short by release, extension or loss) overlaps another client's
-//!   belief or protected action.
+//!   belief or protected action. A lease over a set is a belief in each of
+//!   its resources.
 //! * **Quorum backing**, before every event and when a belief ends: at
 //!   every true time inside a client's belief in a resource, at least a
 //!   quorum (N/2 + 1) of the nodes block everyone else from it, by being
@@ -54,8 +88,30 @@
 //!   their own clock. This is what Redlock's validity rule promises, and it
 //!   fails as soon as a belief outlives its keys, without waiting for a
 //!   second client to ask at the wrong moment.
-//! * **Liveness**: after the faults heal, every client acquires at least
-//!   once within 40 TTLs.
+//! * **Fences** (fenced seeds; [`FenceViolation`], reported apart from the
+//!   above in [`Outcome::fence_failure`]): two grants of one resource never
+//!   share a fence; a grant whose acquire started (its first request left)
+//!   after another grant of the resource was confirmed, in true time, has a
+//!   fence above it; the store never accepts interleaved writes of two
+//!   grants (A, B, A); and, while the lock's own assumptions hold, it never
+//!   refuses a write of a valid holder. The first two need no timing
+//!   assumption, so a fenced run goes on after a mutual-exclusion violation
+//!   to see what the store made of it: under `pause` and `clock-jump` the
+//!   lock fails and the store stays consistent, refusing the stale writes;
+//!   `register-amnesia` breaks the fences and not the lock.
+//! * **Liveness**: after the faults heal, every client acquires (its lock,
+//!   or its set) at least once within 40 TTLs (the report names each
+//!   missing client, its set and its last failure). And at any time, an acquire must never be refused by a key
+//!   that an earlier attempt of the *same* operation stored and never
+//!   undid (its own stale key: the undo was lost); this is reported as a
+//!   liveness failure unless a safety violation comes up in the same run.
+//!   (An undo that ran before its `SET` landed, the `SET` still in flight
+//!   on a closed connection, is the network's doing, not reported.)
+//! * **Diagnoses** ([`Diagnosis`]): each node keeps a journal of the lock
+//!   commands it ran, so a failure can say why a key is gone or there: an
+//!   undo answered `NOSCRIPT`, re-sent by `EVAL` behind the next attempt's
+//!   `SET` of the same token and deleting its key, or an own stale key left
+//!   by an undo lost across a reconnect.
 //! * **Bounded steps**: more events than [`Scenario::max_steps`] is a
 //!   livelock failure.
 //! * **Determinism**: every processed event is hashed; the same seed gives
@@ -80,8 +136,10 @@
 
 mod checker;
 mod clock;
+mod fencing;
 pub mod fuzz;
 pub mod node;
+pub mod replay;
 mod rng;
 mod scenario;
 mod timeline;
@@ -91,8 +149,8 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 pub use scenario::{
-    ClientScript, FailureClass, Fault, Outcome, Scenario, Script, ScriptFault, SimCore, Stats,
-    UnknownFault,
+    Choice, ClientScript, Diagnosis, FailureClass, Fault, FenceViolation, Outcome, Scenario,
+    Script, ScriptFault, SimCore, Stats, UnknownFault,
 };
 
 /// Options of [`run`] (the `redlock sim` command line).
@@ -108,6 +166,9 @@ pub struct SimOptions {
     pub clients: usize,
     /// Assumption-breaking faults to add.
     pub unsafe_faults: Vec<Fault>,
+    /// Which seeds run fenced locks and the fenced store
+    /// ([`Scenario::fencing`]); `redlock sim --fence` is [`Choice::Always`].
+    pub fencing: Choice,
     /// Write an SVG timeline of one seed here (the first violating seed,
     /// or `seed` when none violated).
     pub timeline: Option<PathBuf>,
@@ -123,6 +184,7 @@ impl Default for SimOptions {
             nodes: 5,
             clients: 3,
             unsafe_faults: Vec::new(),
+            fencing: Choice::Swarm,
             timeline: None,
             verbose: false,
         }
@@ -134,8 +196,11 @@ impl Default for SimOptions {
 pub struct SimReport {
     /// Seeds simulated.
     pub seeds_run: u64,
-    /// Seeds that failed (safety, liveness or livelock), in order.
+    /// Seeds that failed (safety, liveness or livelock, or a fence
+    /// violation), in order.
     pub violations: Vec<u64>,
+    /// Seeds whose fence checker failed, in order (also in `violations`).
+    pub fence_violations: Vec<u64>,
     /// The summary text (deterministic).
     pub summary: String,
 }
@@ -144,8 +209,8 @@ pub struct SimReport {
 ///
 /// ```
 /// use redlock_sim::{simulate, Scenario};
-/// let a = simulate(42, &Scenario::default());
-/// let b = simulate(42, &Scenario::default());
+/// let a = simulate(2, &Scenario::default());
+/// let b = simulate(2, &Scenario::default());
 /// assert_eq!(a.trace_hash, b.trace_hash);
 /// assert!(a.failure.is_none());
 /// ```
@@ -186,6 +251,7 @@ pub fn run(opts: &SimOptions, out: &mut dyn Write) -> io::Result<SimReport> {
         nodes: opts.nodes,
         clients: opts.clients,
         unsafe_faults: unsafe_faults.clone(),
+        fencing: opts.fencing,
         ..Scenario::default()
     };
     let mut text = String::new();
@@ -199,13 +265,21 @@ pub fn run(opts: &SimOptions, out: &mut dyn Write) -> io::Result<SimReport> {
             .join(", ")
     };
     let last = opts.seed.wrapping_add(opts.seeds - 1);
+    let fencing = match opts.fencing {
+        Choice::Never => "never",
+        Choice::Swarm => "on some seeds",
+        Choice::Always => "always",
+    };
     text.push_str(&format!(
-        "redlock sim: seeds {}..={} ({}), {} nodes, {} clients, unsafe faults: {}\n",
-        opts.seed, last, opts.seeds, opts.nodes, opts.clients, faults_desc
+        "redlock sim: seeds {}..={} ({}), {} nodes, {} clients, unsafe faults: {}, fencing: {}\n",
+        opts.seed, last, opts.seeds, opts.nodes, opts.clients, faults_desc, fencing
     ));
     out.write_all(text.as_bytes())?;
     let mut total = Stats::default();
     let mut violations = Vec::new();
+    let mut lock_violations = Vec::new();
+    let mut fence_violations = Vec::new();
+    let mut fence_kinds: std::collections::BTreeMap<FenceViolation, u64> = Default::default();
     let mut failures = Vec::new();
     let mut first_hash = None;
     for i in 0..opts.seeds {
@@ -218,19 +292,39 @@ pub fn run(opts: &SimOptions, out: &mut dyn Write) -> io::Result<SimReport> {
         if opts.verbose {
             writeln!(
                 out,
-                "seed {seed}: {} cycles, {} acquisitions, {} busy, {} steps, hash {:016x}{}",
+                "seed {seed}: {} cycles, {} acquisitions, {} busy, {} steps, hash {:016x}{}{}",
                 o.stats.cycles,
                 o.stats.acquisitions,
                 o.stats.busy,
                 o.stats.steps,
                 o.trace_hash,
-                if o.failure.is_some() { ", FAILED" } else { "" }
+                if o.stats.fenced_runs > 0 {
+                    format!(", {} fenced grants", o.stats.fenced_grants)
+                } else {
+                    String::new()
+                },
+                if o.failure.is_some() || o.fence_failure.is_some() {
+                    ", FAILED"
+                } else {
+                    ""
+                }
             )?;
         }
+        let failed = o.failure.is_some() || o.fence_failure.is_some();
         if let Some((class, msg)) = o.failure {
             let line = format!("seed {seed}: {}: {msg}\n", class_name(class));
             out.write_all(line.as_bytes())?;
             text.push_str(&line);
+            lock_violations.push(seed);
+        }
+        if let Some((kind, msg)) = o.fence_failure {
+            let line = format!("seed {seed}: FENCE VIOLATION: {kind}: {msg}\n");
+            out.write_all(line.as_bytes())?;
+            text.push_str(&line);
+            fence_violations.push(seed);
+            *fence_kinds.entry(kind).or_insert(0) += 1;
+        }
+        if failed {
             violations.push(seed);
             failures.push(seed);
         }
@@ -255,6 +349,18 @@ pub fn run(opts: &SimOptions, out: &mut dyn Write) -> io::Result<SimReport> {
             .join(", ")
     };
     summary.push_str(&format!("faults injected: {faults}\n"));
+    if total.fenced_runs > 0 {
+        summary.push_str(&format!(
+            "fencing: {} fenced seeds, {} fenced grants ({} needed round 2), fenced store: {} writes accepted, {} refused as stale\n",
+            total.fenced_runs, total.fenced_grants, total.round2, total.store_accepted, total.store_rejected
+        ));
+    }
+    if total.set_runs > 0 {
+        summary.push_str(&format!(
+            "resource sets: {} seeds lock overlapping sets, {} acquisitions of several resources\n",
+            total.set_runs, total.set_acquisitions
+        ));
+    }
     summary.push_str(&format!(
         "simulated time: {:.1} s in {} events\n",
         total.sim_micros as f64 / 1e6,
@@ -266,16 +372,43 @@ pub fn run(opts: &SimOptions, out: &mut dyn Write) -> io::Result<SimReport> {
         replay,
         if deterministic { "matches" } else { "DIFFERS" }
     ));
-    if violations.is_empty() {
-        summary.push_str(&format!("violations: 0 in {} seeds\n", opts.seeds));
-    } else {
-        let list: Vec<String> = violations.iter().take(20).map(|s| s.to_string()).collect();
-        summary.push_str(&format!(
-            "violations: {} in {} seeds (seeds: {}{})\n",
-            violations.len(),
-            opts.seeds,
+    let seeds_list = |v: &[u64]| {
+        let list: Vec<String> = v.iter().take(20).map(|s| s.to_string()).collect();
+        format!(
+            " (seeds: {}{})",
             list.join(", "),
-            if violations.len() > 20 { ", ..." } else { "" }
+            if v.len() > 20 { ", ..." } else { "" }
+        )
+    };
+    summary.push_str(&format!(
+        "violations: {} in {} seeds{}\n",
+        lock_violations.len(),
+        opts.seeds,
+        if lock_violations.is_empty() {
+            String::new()
+        } else {
+            seeds_list(&lock_violations)
+        }
+    ));
+    if total.fenced_runs > 0 {
+        let kinds: Vec<String> = fence_kinds
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        summary.push_str(&format!(
+            "fence violations: {} in {} fenced seeds{}{}\n",
+            fence_violations.len(),
+            total.fenced_runs,
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            },
+            if fence_violations.is_empty() {
+                String::new()
+            } else {
+                seeds_list(&fence_violations)
+            }
         ));
     }
     out.write_all(summary.as_bytes())?;
@@ -324,6 +457,7 @@ pub fn run(opts: &SimOptions, out: &mut dyn Write) -> io::Result<SimReport> {
     Ok(SimReport {
         seeds_run: opts.seeds,
         violations,
+        fence_violations,
         summary: text,
     })
 }

@@ -26,7 +26,10 @@ use std::collections::BTreeMap;
 use redis_protocol::resp2::decode::decode_range;
 use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::{BorrowedFrame, RangeFrame};
-use redlock_core::{EXTEND_SCRIPT, EXTEND_SHA, RELEASE_SCRIPT, RELEASE_SHA};
+use redlock_core::{
+    ACQUIRE_SCRIPT, EXTEND_SCRIPT, FENCE_INCR_SCRIPT, FENCE_WRITE_SCRIPT, FENCE_WRITE_SET_SCRIPT,
+    RELEASE_SCRIPT,
+};
 
 /// Number of logical databases (`SELECT 0..16`).
 const DATABASES: usize = 16;
@@ -44,24 +47,56 @@ pub enum Feed {
     Close,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Value {
     data: Vec<u8>,
     /// Expiry on the node clock, in ms; `None` = persistent.
     expire_at: Option<u64>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct Conn {
     pending: Vec<u8>,
     authed: bool,
     db: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One lock-relevant command a node executed on database 0 (kept only while
+/// [`SimNode::observe`] is on): what the simulator's checker needs to tell
+/// *why* a key is there or gone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Exec {
+    /// The connection it arrived on.
+    pub(crate) conn: u64,
+    pub(crate) key: Vec<u8>,
+    /// The value (`SET`) or the token argument (scripts).
+    pub(crate) token: Vec<u8>,
+    pub(crate) what: ExecKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum ExecKind {
+    /// `SET`: stored, or refused (`NX`) because `holder` held the key.
+    Set {
+        stored: bool,
+        holder: Option<Vec<u8>>,
+    },
+    /// Redlock's release (compare-and-delete) script.
+    Release { by_body: bool, deleted: bool },
+    /// Redlock's extend (compare-and-`PEXPIRE`) script.
+    Extend { by_body: bool, extended: bool },
+    /// `EVALSHA` of a script not in the cache; `release` tells which one.
+    NoScript { release: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum ScriptKind {
     Release,
     Extend,
+    Acquire,
+    FenceWrite,
+    FenceWriteSet,
+    FenceIncr,
     Unknown,
 }
 
@@ -76,13 +111,18 @@ enum ScriptKind {
 /// assert_eq!(node.reply(50, set), b"$-1\r\n"); // held
 /// assert_eq!(node.reply(101, set), b"+OK\r\n"); // expired at 100 ms on the node's clock
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SimNode {
     dbs: Vec<BTreeMap<Vec<u8>, Value>>,
     scripts: BTreeMap<String, ScriptKind>,
     conns: BTreeMap<u64, Conn>,
     requirepass: Option<String>,
     commands: u64,
+    /// Whether lock-relevant commands are journaled.
+    observe: bool,
+    journal: Vec<Exec>,
+    /// The connection of the request being executed.
+    current: u64,
 }
 
 impl Default for SimNode {
@@ -105,6 +145,9 @@ impl SimNode {
             conns: BTreeMap::new(),
             requirepass: None,
             commands: 0,
+            observe: false,
+            journal: Vec::new(),
+            current: 0,
         }
     }
 
@@ -147,6 +190,7 @@ impl SimNode {
     /// ```
     pub fn feed(&mut self, conn: u64, now_ms: u64, input: &[u8], out: &mut Vec<u8>) -> Feed {
         let mut c = self.conns.remove(&conn).unwrap_or_default();
+        self.current = conn;
         let mut pending = std::mem::take(&mut c.pending);
         pending.extend_from_slice(input);
         let mut consumed = 0;
@@ -227,6 +271,84 @@ impl SimNode {
             for db in &mut self.dbs {
                 db.clear();
             }
+        }
+    }
+
+    /// Turns the journal of lock-relevant commands on or off.
+    pub(crate) fn observe(&mut self, on: bool) {
+        self.observe = on;
+        self.journal.clear();
+    }
+
+    /// Moves the journal's entries (oldest first) to the end of `into`.
+    pub(crate) fn take_journal(&mut self, into: &mut Vec<Exec>) {
+        into.append(&mut self.journal);
+    }
+
+    fn note(&mut self, key: &[u8], token: &[u8], what: ExecKind) {
+        self.journal.push(Exec {
+            conn: self.current,
+            key: key.to_vec(),
+            token: token.to_vec(),
+            what,
+        });
+    }
+
+    /// The values the lock keys of a script run (`rest` = `numkeys keys...
+    /// args...`) hold before it runs, for the journal.
+    fn holders(&mut self, now: u64, kind: ScriptKind, rest: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
+        let Some((keys, _)) = lock_keys(kind, rest) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .map(|k| self.lookup(0, now, k).map(|v| v.data.clone()))
+            .collect()
+    }
+
+    /// Journals a script run (`rest` = `numkeys keys... args...`), one entry
+    /// per lock key, from what the keys held before (`before`) and the
+    /// reply it wrote. Round 2 of a fenced acquire touches no lock key and
+    /// is not journaled.
+    fn note_script(
+        &mut self,
+        kind: ScriptKind,
+        by_body: bool,
+        rest: &[&[u8]],
+        before: &[Option<Vec<u8>>],
+        reply: &[u8],
+    ) {
+        let Some((keys, token)) = lock_keys(kind, rest) else {
+            return;
+        };
+        if !reply.starts_with(b":") || before.len() != keys.len() {
+            return;
+        }
+        for (key, held) in keys.iter().zip(before) {
+            let what = match kind {
+                ScriptKind::Release => ExecKind::Release {
+                    by_body,
+                    deleted: held.as_deref() == Some(token),
+                },
+                ScriptKind::Extend => ExecKind::Extend {
+                    by_body,
+                    extended: reply == b":1\r\n",
+                },
+                ScriptKind::Acquire | ScriptKind::FenceIncr if reply != b":-1\r\n" => {
+                    ExecKind::Set {
+                        stored: true,
+                        holder: None,
+                    }
+                }
+                ScriptKind::Acquire | ScriptKind::FenceIncr => match held {
+                    Some(h) => ExecKind::Set {
+                        stored: false,
+                        holder: Some(h.clone()),
+                    },
+                    None => continue,
+                },
+                _ => return,
+            };
+            self.note(key, token, what);
         }
     }
 
@@ -358,7 +480,20 @@ impl SimNode {
                 Some(v) => bulk(out, &v.data.clone()),
                 None => nil(out),
             },
-            b"set" => self.set(c.db, now, args, out),
+            b"set" => {
+                let journal = self.observe && c.db == 0;
+                let holder = if journal {
+                    self.lookup(0, now, args[0]).map(|v| v.data.clone())
+                } else {
+                    None
+                };
+                let start = out.len();
+                self.set(c.db, now, args, out);
+                if journal {
+                    let stored = &out[start..] == b"+OK\r\n";
+                    self.note(args[0], args[1], ExecKind::Set { stored, holder });
+                }
+            }
             b"del" => {
                 let mut n = 0;
                 for k in args {
@@ -420,16 +555,51 @@ impl SimNode {
             }
             b"script" => self.script(args, out),
             b"eval" => {
-                let sha = sha1_smol::Sha1::from(args[0]).digest().to_string();
+                let sha = sha_of(args[0]);
                 let kind = script_kind(&sha);
                 self.scripts.insert(sha, kind);
-                self.run_script(c.db, now, kind, &args[1..], out)
+                let journal = self.observe && c.db == 0;
+                let before = if journal {
+                    self.holders(now, kind, &args[1..])
+                } else {
+                    Vec::new()
+                };
+                let start = out.len();
+                self.run_script(c.db, now, kind, &args[1..], out);
+                if journal {
+                    let reply = out[start..].to_vec();
+                    self.note_script(kind, true, &args[1..], &before, &reply);
+                }
             }
             b"evalsha" => {
                 let sha = String::from_utf8_lossy(args[0]).to_ascii_lowercase();
-                match self.scripts.get(&sha).copied() {
+                let cached = self.scripts.get(&sha).copied();
+                let journal = self.observe && c.db == 0;
+                let before = match cached {
+                    Some(kind) if journal => self.holders(now, kind, &args[1..]),
+                    _ => Vec::new(),
+                };
+                let start = out.len();
+                match cached {
                     Some(kind) => self.run_script(c.db, now, kind, &args[1..], out),
                     None => error(out, "NOSCRIPT No matching script. Please use EVAL."),
+                }
+                if journal {
+                    let reply = out[start..].to_vec();
+                    match cached {
+                        Some(kind) => self.note_script(kind, false, &args[1..], &before, &reply),
+                        None => {
+                            let known = script_kind(&sha);
+                            if let (Some((keys, token)), ScriptKind::Release | ScriptKind::Extend) =
+                                (lock_keys(known, &args[1..]), known)
+                            {
+                                let release = known == ScriptKind::Release;
+                                for key in keys {
+                                    self.note(key, token, ExecKind::NoScript { release });
+                                }
+                            }
+                        }
+                    }
                 }
             }
             _ => error(out, "ERR unknown command"),
@@ -531,7 +701,7 @@ impl SimNode {
         let sub = args[0].to_ascii_lowercase();
         match (sub.as_slice(), &args[1..]) {
             (b"load", [body]) => {
-                let sha = sha1_smol::Sha1::from(body).digest().to_string();
+                let sha = sha_of(body);
                 let kind = script_kind(&sha);
                 self.scripts.insert(sha.clone(), kind);
                 bulk(out, sha.as_bytes())
@@ -586,45 +756,271 @@ impl SimNode {
         if kind == ScriptKind::Unknown {
             return error(out, "ERR the simulated node can only run redlock's scripts");
         }
-        // Both scripts: if redis.call("get", KEYS[1]) == ARGV[1] then ... else return 0 end
-        let Some(key) = keys.first() else {
-            return error(out, "ERR Error running script: Lua redis lib command arguments must be strings or integers");
+        let lua_error = |out: &mut Vec<u8>| {
+            error(
+                out,
+                "ERR Error running script: Lua redis lib command arguments must be strings or integers",
+            )
         };
-        let matches = match (self.lookup(db, now, key), argv.first()) {
-            (Some(v), Some(token)) => v.data.as_slice() == *token,
-            _ => false,
+        let Some(token) = argv.first() else {
+            return lua_error(out);
         };
-        if !matches {
-            return int(out, 0);
-        }
+        // GET of each lock key: the token it holds, if any.
+        let value = |node: &mut SimNode, key: &[u8]| -> Option<Vec<u8>> {
+            node.lookup(db, now, key).map(|v| v.data.clone())
+        };
         match kind {
             ScriptKind::Release => {
-                self.dbs[db].remove(*key);
+                let (mut n, mut other) = (0, false);
+                for key in keys {
+                    match value(self, key) {
+                        Some(v) if v.as_slice() == *token => {
+                            self.dbs[db].remove(*key);
+                            n += 1;
+                        }
+                        Some(_) => other = true,
+                        None => {}
+                    }
+                }
+                int(
+                    out,
+                    if n > 0 {
+                        n
+                    } else if other {
+                        0
+                    } else {
+                        -1
+                    },
+                )
+            }
+            ScriptKind::Extend => {
+                let (mut mine, mut other) = (0, false);
+                for key in keys {
+                    match value(self, key) {
+                        Some(v) if v.as_slice() == *token => mine += 1,
+                        Some(_) => other = true,
+                        None => {}
+                    }
+                }
+                if mine == keys.len() {
+                    let Some(ms) = argv.get(1).and_then(|a| parse_int(a)) else {
+                        return error(
+                            out,
+                            "ERR Error running script: @user_script:1: ERR value is not an integer or out of range",
+                        );
+                    };
+                    for key in keys {
+                        self.pexpire(db, now, key, ms);
+                    }
+                    int(out, 1)
+                } else {
+                    int(out, if other { 0 } else { -1 })
+                }
+            }
+            ScriptKind::Acquire | ScriptKind::FenceIncr => {
+                let fenced = argv.len() > 2 || kind == ScriptKind::FenceIncr;
+                let k = if fenced { keys.len() / 2 } else { keys.len() };
+                let Some(ttl) = argv.get(1).and_then(|a| parse_int(a)).filter(|t| *t > 0) else {
+                    return error(out, "ERR Error running script: @user_script:1: ERR invalid expire time in 'set' command");
+                };
+                for key in &keys[..k] {
+                    if value(self, key).is_some() {
+                        return int(out, -1);
+                    }
+                }
+                let mut old: i64 = 0;
+                let regs = &keys[k..];
+                if kind == ScriptKind::Acquire && fenced {
+                    for reg in regs {
+                        if let Some(v) = value(self, reg) {
+                            match parse_int(&v) {
+                                Some(n) => old = old.max(n),
+                                None => {
+                                    return error(
+                                        out,
+                                        &format!(
+                                            "WRONGTYPE fence register {} does not hold an integer",
+                                            String::from_utf8_lossy(reg)
+                                        ),
+                                    )
+                                }
+                            }
+                        }
+                    }
+                }
+                for key in &keys[..k] {
+                    self.put(db, now, key, token, Some(ttl as u64));
+                }
+                if kind == ScriptKind::FenceIncr {
+                    let mut top = 0;
+                    for reg in regs {
+                        let n = value(self, reg).and_then(|v| parse_int(&v)).unwrap_or(0) + 1;
+                        self.put(db, now, reg, n.to_string().as_bytes(), None);
+                        top = top.max(n);
+                    }
+                    return int(out, top);
+                }
+                if fenced {
+                    let p = argv.get(2).and_then(|a| parse_int(a)).unwrap_or(0);
+                    for reg in regs {
+                        let cur = value(self, reg).and_then(|v| parse_int(&v)).unwrap_or(0);
+                        if cur < p {
+                            self.put(db, now, reg, argv[2], None);
+                        }
+                    }
+                }
+                int(out, old)
+            }
+            ScriptKind::FenceWrite | ScriptKind::FenceWriteSet => {
+                let k = keys.len() / 2;
+                for key in &keys[..k] {
+                    if value(self, key).as_deref() != Some(*token) {
+                        return int(out, 0);
+                    }
+                }
+                let Some(f) = argv.get(1).and_then(|a| parse_int(a)) else {
+                    return lua_error(out);
+                };
+                for reg in &keys[k..] {
+                    let cur = value(self, reg).and_then(|v| parse_int(&v));
+                    if kind == ScriptKind::FenceWriteSet || cur.is_none_or(|c| c < f) {
+                        self.put(db, now, reg, argv[1], None);
+                    }
+                }
                 int(out, 1)
             }
-            _ => match argv.get(1).and_then(|a| parse_int(a)) {
-                Some(ms) => int(out, self.pexpire(db, now, key, ms)),
-                None => error(
-                    out,
-                    "ERR Error running script: @user_script:1: ERR value is not an integer or out of range",
-                ),
-            },
+            ScriptKind::Unknown => unreachable!("checked above"),
         }
+    }
+
+    /// Stores `value` under `key`, with an expiry `ttl` ms from `now` or none.
+    fn put(&mut self, db: usize, now: u64, key: &[u8], value: &[u8], ttl: Option<u64>) {
+        self.dbs[db].insert(
+            key.to_vec(),
+            Value {
+                data: value.to_vec(),
+                expire_at: ttl.map(|t| now.saturating_add(t)),
+            },
+        );
+    }
+}
+
+/// Each script the node can run: its body, its SHA1 (computed once) and
+/// what it does.
+fn known_scripts() -> &'static [(&'static str, String, ScriptKind)] {
+    static KNOWN: std::sync::OnceLock<Vec<(&'static str, String, ScriptKind)>> =
+        std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        [
+            (RELEASE_SCRIPT, ScriptKind::Release),
+            (EXTEND_SCRIPT, ScriptKind::Extend),
+            (ACQUIRE_SCRIPT, ScriptKind::Acquire),
+            (FENCE_WRITE_SCRIPT, ScriptKind::FenceWrite),
+            (FENCE_WRITE_SET_SCRIPT, ScriptKind::FenceWriteSet),
+            (FENCE_INCR_SCRIPT, ScriptKind::FenceIncr),
+        ]
+        .iter()
+        .map(|(body, kind)| {
+            (
+                *body,
+                sha1_smol::Sha1::from(body).digest().to_string(),
+                *kind,
+            )
+        })
+        .collect()
+    })
+}
+
+/// The lock keys and the token of a run of script `kind` (`rest` =
+/// `numkeys keys... args...`): every key of a release or extend, the first
+/// half (the rest are fence registers) of a fenced acquire or round 2.
+fn lock_keys<'a>(kind: ScriptKind, rest: &[&'a [u8]]) -> Option<(Vec<&'a [u8]>, &'a [u8])> {
+    let numkeys = usize::try_from(parse_int(rest.first()?)?).ok()?;
+    let keys = rest.get(1..1 + numkeys)?;
+    let argv = &rest[1 + numkeys..];
+    let token = *argv.first()?;
+    let locks = match kind {
+        ScriptKind::Release | ScriptKind::Extend => keys,
+        ScriptKind::Acquire if argv.len() <= 2 => keys,
+        ScriptKind::Acquire
+        | ScriptKind::FenceIncr
+        | ScriptKind::FenceWrite
+        | ScriptKind::FenceWriteSet => &keys[..numkeys / 2],
+        ScriptKind::Unknown => return None,
+    };
+    Some((locks.to_vec(), token))
+}
+
+/// A lock request a client wrote, as the simulator follows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockRequest<'a> {
+    /// A key-taking request (`SET ... NX`, or the acquire script) with
+    /// this token.
+    Take(&'a [u8]),
+    /// Round 2 of a fenced acquire with this token.
+    FenceWrite(&'a [u8]),
+}
+
+/// Calls `f` with every complete lock request in `buf` (bytes a client
+/// wrote to a node).
+pub(crate) fn lock_requests(mut buf: &[u8], mut f: impl FnMut(LockRequest<'_>)) {
+    while !buf.is_empty() {
+        let Ok(Some((ranges, used))) = parse_request(buf) else {
+            return;
+        };
+        let args: Vec<&[u8]> = ranges.iter().map(|&(s, e)| &buf[s..e]).collect();
+        if args.len() >= 3 {
+            if args[0].eq_ignore_ascii_case(b"set") {
+                f(LockRequest::Take(args[2]));
+            } else {
+                let kind = if args[0].eq_ignore_ascii_case(b"eval") {
+                    body_kind(args[1])
+                } else if args[0].eq_ignore_ascii_case(b"evalsha") {
+                    script_kind(&String::from_utf8_lossy(args[1]).to_ascii_lowercase())
+                } else {
+                    ScriptKind::Unknown
+                };
+                if let Some((_, token)) = lock_keys(kind, &args[2..]) {
+                    match kind {
+                        ScriptKind::Acquire | ScriptKind::FenceIncr => f(LockRequest::Take(token)),
+                        ScriptKind::FenceWrite | ScriptKind::FenceWriteSet => {
+                            f(LockRequest::FenceWrite(token))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        buf = &buf[used..];
+    }
+}
+
+/// What a script body is, without hashing it.
+fn body_kind(body: &[u8]) -> ScriptKind {
+    known_scripts()
+        .iter()
+        .find(|(b, _, _)| b.as_bytes() == body)
+        .map_or(ScriptKind::Unknown, |(_, _, k)| *k)
+}
+
+/// The SHA1 of a script body, as Redis names it (Redlock's scripts without
+/// hashing them again: they are sent by body every time).
+fn sha_of(body: &[u8]) -> String {
+    match known_scripts()
+        .iter()
+        .find(|(b, _, _)| b.as_bytes() == body)
+    {
+        Some((_, sha, _)) => sha.clone(),
+        None => sha1_smol::Sha1::from(body).digest().to_string(),
     }
 }
 
 fn script_kind(sha: &str) -> ScriptKind {
-    if sha == RELEASE_SHA {
-        ScriptKind::Release
-    } else if sha == EXTEND_SHA {
-        ScriptKind::Extend
-    } else {
-        ScriptKind::Unknown
-    }
+    known_scripts()
+        .iter()
+        .find(|(_, s, _)| s == sha)
+        .map_or(ScriptKind::Unknown, |(_, _, k)| *k)
 }
-
-// Keep the texts referenced: the SHAs above are of exactly these bodies.
-const _: (&str, &str) = (RELEASE_SCRIPT, EXTEND_SCRIPT);
 
 fn expired(v: &Value, now_ms: u64) -> bool {
     v.expire_at.is_some_and(|at| now_ms > at)
@@ -752,6 +1148,7 @@ fn nil(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redlock_core::{EXTEND_SHA, RELEASE_SHA};
 
     fn cmd(args: &[&str]) -> Vec<u8> {
         let mut v = format!("*{}\r\n", args.len()).into_bytes();
@@ -816,6 +1213,268 @@ mod tests {
         assert!(n
             .reply(10, &cmd(&["EVALSHA", RELEASE_SHA, "1", "k", "t"]))
             .starts_with(b"-NOSCRIPT"));
+    }
+
+    #[test]
+    fn multi_resource_and_fence_scripts() {
+        use redlock_core::{ACQUIRE_SCRIPT, FENCE_WRITE_SCRIPT};
+        let mut n = SimNode::new();
+        let acq = |n: &mut SimNode, t: u64, args: &[&str]| {
+            let mut a = vec!["EVAL", ACQUIRE_SCRIPT];
+            a.extend_from_slice(args);
+            n.reply(t, &cmd(&a))
+        };
+        assert_eq!(acq(&mut n, 0, &["2", "a", "b", "tok", "5000"]), b":0\r\n");
+        assert_eq!(acq(&mut n, 0, &["2", "b", "c", "tok2", "5000"]), b":-1\r\n");
+        assert_eq!(n.reply(0, &cmd(&["EXISTS", "c"])), b":0\r\n");
+        assert_eq!(
+            n.reply(0, &cmd(&["EVAL", RELEASE_SCRIPT, "2", "a", "b", "zzz"])),
+            b":0\r\n"
+        );
+        assert_eq!(
+            n.reply(
+                10,
+                &cmd(&["EVAL", EXTEND_SCRIPT, "2", "a", "b", "tok", "9000"])
+            ),
+            b":1\r\n"
+        );
+        assert_eq!(n.reply(10, &cmd(&["PTTL", "a"])), b":9000\r\n");
+        assert_eq!(
+            n.reply(
+                10,
+                &cmd(&["EVAL", EXTEND_SCRIPT, "2", "a", "x", "tok", "9000"])
+            ),
+            b":-1\r\n"
+        );
+        assert_eq!(
+            n.reply(10, &cmd(&["EVAL", RELEASE_SCRIPT, "2", "a", "b", "tok"])),
+            b":2\r\n"
+        );
+        assert_eq!(
+            n.reply(10, &cmd(&["EVAL", RELEASE_SCRIPT, "1", "a", "tok"])),
+            b":-1\r\n"
+        );
+        let regs = ["4", "a", "b", "{a}:fence", "{b}:fence"];
+        let mut args = regs.to_vec();
+        args.extend_from_slice(&["t1", "5000", "1000"]);
+        assert_eq!(acq(&mut n, 20, &args), b":0\r\n");
+        assert_eq!(n.reply(20, &cmd(&["GET", "{b}:fence"])), b"$4\r\n1000\r\n");
+        n.reply(20, &cmd(&["DEL", "a", "b"]));
+        n.reply(20, &cmd(&["SET", "{b}:fence", "1099"]));
+        let mut args = regs.to_vec();
+        args.extend_from_slice(&["t2", "5000", "1050"]);
+        assert_eq!(acq(&mut n, 20, &args), b":1099\r\n");
+        assert_eq!(n.reply(20, &cmd(&["GET", "{a}:fence"])), b"$4\r\n1050\r\n");
+        assert_eq!(n.reply(20, &cmd(&["GET", "{b}:fence"])), b"$4\r\n1099\r\n");
+        let mut fw = vec!["EVAL", FENCE_WRITE_SCRIPT];
+        fw.extend_from_slice(&regs);
+        let mut ok = fw.clone();
+        ok.extend_from_slice(&["t2", "1100"]);
+        assert_eq!(n.reply(20, &cmd(&ok)), b":1\r\n");
+        assert_eq!(n.reply(20, &cmd(&["GET", "{a}:fence"])), b"$4\r\n1100\r\n");
+        let mut wrong = fw.clone();
+        wrong.extend_from_slice(&["t3", "1200"]);
+        assert_eq!(n.reply(20, &cmd(&wrong)), b":0\r\n");
+        n.reply(20, &cmd(&["DEL", "a", "b"]));
+        n.reply(20, &cmd(&["SET", "{a}:fence", "garbage"]));
+        assert!(
+            acq(&mut n, 20, &["2", "a", "{a}:fence", "t", "5000", "5"]).starts_with(b"-WRONGTYPE")
+        );
+        assert_eq!(n.reply(20, &cmd(&["EXISTS", "a"])), b":0\r\n");
+    }
+
+    #[test]
+    fn known_bodies_hash_to_their_shas() {
+        for body in [RELEASE_SCRIPT, EXTEND_SCRIPT, "return 1"] {
+            assert_eq!(
+                sha_of(body.as_bytes()),
+                sha1_smol::Sha1::from(body).digest().to_string()
+            );
+        }
+        assert_eq!(sha_of(RELEASE_SCRIPT.as_bytes()), RELEASE_SHA);
+        assert_eq!(sha_of(EXTEND_SCRIPT.as_bytes()), EXTEND_SHA);
+    }
+
+    #[test]
+    fn the_journal_records_lock_commands() {
+        let mut n = SimNode::new();
+        n.observe(true);
+        let mut out = Vec::new();
+        n.feed(7, 0, &cmd(&["SET", "r", "a", "NX", "PX", "100"]), &mut out);
+        n.feed(7, 0, &cmd(&["SET", "r", "b", "NX", "PX", "100"]), &mut out);
+        n.feed(
+            7,
+            0,
+            &cmd(&["EVALSHA", RELEASE_SHA, "1", "r", "a"]),
+            &mut out,
+        );
+        n.feed(
+            7,
+            0,
+            &cmd(&["EVAL", RELEASE_SCRIPT, "1", "r", "b"]),
+            &mut out,
+        );
+        n.feed(
+            7,
+            0,
+            &cmd(&["EVALSHA", RELEASE_SHA, "1", "r", "a"]),
+            &mut out,
+        );
+        n.feed(7, 0, &cmd(&["GET", "r"]), &mut out);
+        let mut j = Vec::new();
+        n.take_journal(&mut j);
+        let what: Vec<(&[u8], ExecKind)> = j
+            .iter()
+            .map(|e| {
+                assert_eq!((e.conn, e.key.as_slice()), (7, b"r".as_slice()));
+                (e.token.as_slice(), e.what.clone())
+            })
+            .collect();
+        assert_eq!(
+            what,
+            vec![
+                (
+                    b"a".as_slice(),
+                    ExecKind::Set {
+                        stored: true,
+                        holder: None
+                    }
+                ),
+                (
+                    b"b".as_slice(),
+                    ExecKind::Set {
+                        stored: false,
+                        holder: Some(b"a".to_vec())
+                    }
+                ),
+                (b"a".as_slice(), ExecKind::NoScript { release: true }),
+                (
+                    b"b".as_slice(),
+                    ExecKind::Release {
+                        by_body: true,
+                        deleted: false
+                    }
+                ),
+                (
+                    b"a".as_slice(),
+                    ExecKind::Release {
+                        by_body: false,
+                        deleted: true
+                    }
+                ),
+            ]
+        );
+        n.take_journal(&mut j);
+        assert_eq!(j.len(), 5, "taken once");
+        let mut tokens = Vec::new();
+        let two = [
+            cmd(&["SET", "r", "t1", "NX", "PX", "5"]),
+            cmd(&["EVALSHA", RELEASE_SHA, "1", "r", "t1"]),
+            cmd(&["SET", "r", "t2", "NX", "PX", "5"]),
+        ]
+        .concat();
+        lock_requests(&two, |r| tokens.push(format!("{r:?}")));
+        assert_eq!(tokens, vec!["Take([116, 49])", "Take([116, 50])"]);
+    }
+
+    #[test]
+    fn the_journal_records_each_key_of_the_scripts() {
+        use redlock_core::{ACQUIRE_SCRIPT, FENCE_WRITE_SCRIPT};
+        let mut n = SimNode::new();
+        n.observe(true);
+        let mut out = Vec::new();
+        let fenced = |token: &str| {
+            cmd(&[
+                "EVAL",
+                ACQUIRE_SCRIPT,
+                "4",
+                "a",
+                "b",
+                "{a}:fence",
+                "{b}:fence",
+                token,
+                "100",
+                "7",
+            ])
+        };
+        n.feed(3, 0, &fenced("t1"), &mut out);
+        n.feed(3, 0, &cmd(&["SET", "b", "x", "NX", "PX", "100"]), &mut out);
+        n.feed(3, 0, &fenced("t2"), &mut out);
+        let write = cmd(&[
+            "EVAL",
+            FENCE_WRITE_SCRIPT,
+            "4",
+            "a",
+            "b",
+            "{a}:fence",
+            "{b}:fence",
+            "t1",
+            "9",
+        ]);
+        n.feed(3, 0, &write, &mut out);
+        n.feed(
+            3,
+            0,
+            &cmd(&["EVAL", RELEASE_SCRIPT, "2", "a", "b", "t1"]),
+            &mut out,
+        );
+        assert_eq!(out, b":0\r\n$-1\r\n:-1\r\n:1\r\n:2\r\n");
+        let mut j = Vec::new();
+        n.take_journal(&mut j);
+        let what: Vec<(&[u8], &[u8], ExecKind)> = j
+            .iter()
+            .map(|e| (e.key.as_slice(), e.token.as_slice(), e.what.clone()))
+            .collect();
+        let stored = ExecKind::Set {
+            stored: true,
+            holder: None,
+        };
+        let deleted = ExecKind::Release {
+            by_body: true,
+            deleted: true,
+        };
+        assert_eq!(
+            what,
+            vec![
+                (b"a".as_slice(), b"t1".as_slice(), stored.clone()),
+                (b"b".as_slice(), b"t1".as_slice(), stored),
+                (
+                    b"b".as_slice(),
+                    b"x".as_slice(),
+                    ExecKind::Set {
+                        stored: false,
+                        holder: Some(b"t1".to_vec())
+                    }
+                ),
+                // The refused all-or-nothing acquire: one entry per key held.
+                (
+                    b"a".as_slice(),
+                    b"t2".as_slice(),
+                    ExecKind::Set {
+                        stored: false,
+                        holder: Some(b"t1".to_vec())
+                    }
+                ),
+                (
+                    b"b".as_slice(),
+                    b"t2".as_slice(),
+                    ExecKind::Set {
+                        stored: false,
+                        holder: Some(b"t1".to_vec())
+                    }
+                ),
+                (b"a".as_slice(), b"t1".as_slice(), deleted.clone()),
+                (b"b".as_slice(), b"t1".as_slice(), deleted),
+            ]
+        );
+        let mut seen = Vec::new();
+        lock_requests(&[fenced("t3"), write].concat(), |r| {
+            seen.push(match r {
+                LockRequest::Take(t) => format!("take {}", String::from_utf8_lossy(t)),
+                LockRequest::FenceWrite(t) => format!("write {}", String::from_utf8_lossy(t)),
+            })
+        });
+        assert_eq!(seen, ["take t3", "write t1"]);
     }
 
     #[test]

@@ -17,8 +17,21 @@ pub(crate) mod stream {
     pub(crate) const FAULTS: u64 = 2;
     /// Clock rates and offsets of nodes and clients.
     pub(crate) const CLOCKS: u64 = 3;
-    /// Per-seed options ("swarm": which faults, how many resources, TTL).
+    /// Per-seed options ("swarm": which faults, how many resources, TTL,
+    /// the network's delay shape, the retry policy).
     pub(crate) const SWARM: u64 = 4;
+    /// Extra reply delays of slow nodes.
+    pub(crate) const SLOW: u64 = 5;
+    /// Connection resets in the middle of a pipeline.
+    pub(crate) const RESETS: u64 = 6;
+    /// Per-seed fencing options: which clients are fenced, their wall
+    /// clocks (skews and steps).
+    pub(crate) const FENCING: u64 = 7;
+    /// Per-seed multi-resource options: which set each client locks.
+    pub(crate) const SETS: u64 = 8;
+    /// Per-seed network options added after the first menu (independent
+    /// connections).
+    pub(crate) const NET_OPTIONS: u64 = 9;
     /// Client `i`'s workload decisions: `WORKLOAD + 2 * i`.
     pub(crate) const WORKLOAD: u64 = 100;
     /// Client `i`'s tokens and retry jitter seeds: `TOKENS + 2 * i`.
@@ -84,6 +97,21 @@ impl SimRng {
         lo + self.below(hi - lo + 1)
     }
 
+    /// Roughly log-uniform in `lo..=hi`: a power-of-two band is chosen
+    /// uniformly, then a value uniformly inside it (`lo.max(1)` when
+    /// `hi <= lo`). Integer-only, so identical on every platform.
+    pub(crate) fn log_range(&mut self, lo: u64, hi: u64) -> u64 {
+        let lo = lo.max(1);
+        if hi <= lo {
+            return lo;
+        }
+        let bands = u64::from(64 - (hi / lo).leading_zeros());
+        let k = self.below(bands) as u32;
+        let a = lo.saturating_mul(1 << k).min(hi);
+        let b = lo.saturating_mul(1 << (k + 1)).min(hi);
+        self.range(a, b)
+    }
+
     /// True with probability `num / den`.
     pub(crate) fn chance(&mut self, num: u64, den: u64) -> bool {
         self.below(den) < num
@@ -141,6 +169,17 @@ mod tests {
             assert!(r.below(5) < 5);
         }
         assert_eq!(r.range(4, 4), 4);
+        let mut small = 0;
+        for _ in 0..10_000 {
+            let v = r.log_range(10, 100_000);
+            assert!((10..=100_000).contains(&v));
+            if v < 1_000 {
+                small += 1;
+            }
+        }
+        // About half of the bands lie below 1,000: log-uniform, not uniform.
+        assert!((3_000..7_000).contains(&small), "{small}");
+        assert_eq!(r.log_range(0, 0), 1);
         assert_eq!(r.below(0), 0);
     }
 }

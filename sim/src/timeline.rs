@@ -29,6 +29,10 @@ pub(crate) struct Timeline {
     pub(crate) overlap: Option<Overlap>,
     /// A belief without a quorum of blocking nodes behind it.
     pub(crate) unbacked: Option<Unbacked>,
+    /// Writes the fenced store refused: (client, resource, at).
+    pub(crate) rejected: Vec<(usize, usize, u64)>,
+    /// The fence checker's first violation, by kind.
+    pub(crate) fence: Option<String>,
     pub(crate) end: u64,
     pub(crate) ttl: u64,
 }
@@ -82,6 +86,14 @@ impl Timeline {
                 None => format!("seed {seed}: no violation"),
             },
         };
+        let title = match &self.fence {
+            Some(kind) => format!("{title}; FENCE VIOLATION ({kind})"),
+            None if self.rejected.is_empty() => title,
+            None => format!(
+                "{title}; the fenced store refused {} stale write(s)",
+                self.rejected.len()
+            ),
+        };
         let _ = writeln!(
             s,
             r#"<text x="10" y="20" font-size="14">{}</text>"#,
@@ -89,7 +101,7 @@ impl Timeline {
         );
         let _ = writeln!(
             s,
-            r##"<text x="10" y="38" fill="#555">true time; bars = belief intervals (blue: "r", green: "r2", red: overlap), ticks = protected actions, grey = pause / node down, orange = partition</text>"##
+            r##"<text x="10" y="38" fill="#555">true time; bars = belief intervals (blue: "r", green: "r2", purple: "r3", red: overlap), ticks = protected actions (red x: refused by the fenced store), grey = pause / node down, orange = partition</text>"##
         );
         // Time axis, one tick per TTL.
         let axis_y = TOP + rows as f64 * ROW + 10.0;
@@ -121,12 +133,18 @@ impl Timeline {
                 }
             }
             for seg in self.segments.iter().filter(|g| g.client == c) {
-                let fill = if seg.resource == 0 {
-                    "#4a7bd0"
-                } else {
-                    "#3a9a55"
+                let fill = match seg.resource {
+                    0 => "#4a7bd0",
+                    1 => "#3a9a55",
+                    _ => "#8a4ac0",
                 };
-                self.rect(&mut s, seg.start, seg.end, y + 6.0, 14.0, fill, "belief");
+                // Several resources of one client: thinner bars, one row each.
+                let (yy, h) = if self.resources > 2 {
+                    (y + 4.0 + 6.0 * seg.resource as f64, 6.0)
+                } else {
+                    (y + 6.0, 14.0)
+                };
+                self.rect(&mut s, seg.start, seg.end, yy, h, fill, "belief");
                 // Red where another client's belief overlaps this one.
                 for other in self
                     .segments
@@ -135,7 +153,7 @@ impl Timeline {
                 {
                     let (a, b) = (seg.start.max(other.start), seg.end.min(other.end));
                     if a < b {
-                        self.rect(&mut s, a, b, y + 6.0, 14.0, "#e02020", "overlap");
+                        self.rect(&mut s, a, b, yy, h, "#e02020", "overlap");
                     }
                 }
             }
@@ -152,10 +170,26 @@ impl Timeline {
                     "no quorum behind",
                 );
             }
+            for &(rc, _, at) in &self.rejected {
+                if rc == c {
+                    let x = self.x(at);
+                    let _ = writeln!(
+                        s,
+                        r##"<path d="M{:.1} {:.1} l8 8 m0 -8 l-8 8" stroke="#e02020" stroke-width="2"><title>write refused by the fenced store at {:.6}s</title></path>"##,
+                        x - 4.0,
+                        y + 9.0,
+                        at as f64 / 1e6
+                    );
+                }
+            }
             for &(ac, r, at) in &self.actions {
                 if ac == c {
                     let x = self.x(at);
-                    let color = if r == 0 { "#000" } else { "#063" };
+                    let color = match r {
+                        0 => "#000",
+                        1 => "#063",
+                        _ => "#406",
+                    };
                     let _ = writeln!(
                         s,
                         r#"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="{color}" stroke-width="1.5"/>"#,
@@ -195,10 +229,10 @@ impl Timeline {
                         s,
                         r#"<path d="M{x:.1} {} l5 7 l-5 7 l-5 -7 z" fill="{}"><title>{}</title></path>"#,
                         y + 6.0,
-                        if what == "amnesia" {
-                            "#e02020"
-                        } else {
-                            "#a020e0"
+                        match what {
+                            "amnesia" => "#e02020",
+                            "register amnesia" => "#f08a00",
+                            _ => "#a020e0",
                         },
                         esc(what)
                     );
@@ -206,7 +240,6 @@ impl Timeline {
             }
         }
         let _ = writeln!(s, "</svg>");
-        let _ = self.resources;
         s
     }
 

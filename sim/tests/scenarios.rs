@@ -44,6 +44,7 @@ fn holder_and_contender(faults: Vec<(Duration, ScriptFault)>, contender_start: D
             },
         ],
         faults,
+        retry: None,
     }
 }
 
@@ -106,6 +107,7 @@ fn kleppmann_gc_pause_while_holding_violates() {
             },
         ],
         faults: Vec::new(),
+        retry: None,
     };
     assert_violates("gc pause", script);
 }

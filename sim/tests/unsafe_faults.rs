@@ -63,3 +63,42 @@ fn violation_report_names_the_seed_and_replays() {
     .unwrap();
     assert_eq!(again.violations, vec![seed]);
 }
+
+/// Register amnesia keeps the locks safe (delayed restarts) and breaks the
+/// fences: under the default menu (fencing on about half of the seeds) the
+/// fence checker fails, the mutual-exclusion checker does not, and the
+/// report names the seed, which replays alone.
+#[test]
+fn register_amnesia_is_found_by_the_fence_checker_and_replays() {
+    let opts = SimOptions {
+        seeds: 200,
+        unsafe_faults: vec![Fault::RegisterAmnesia],
+        ..SimOptions::default()
+    };
+    let mut out = Vec::new();
+    let report = run(&opts, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let seed = *report
+        .fence_violations
+        .first()
+        .expect("register amnesia never broke the fences in 200 seeds");
+    eprintln!(
+        "register-amnesia: {} of 200 seeds fail the fence checker (first {seed})",
+        report.fence_violations.len()
+    );
+    assert_eq!(report.violations, report.fence_violations, "{text}");
+    assert!(text.contains("violations: 0 in 200 seeds"), "{text}");
+    assert!(text.contains(&format!("\nseed {seed}\n")), "{text}");
+    assert!(text.contains("FENCE VIOLATION"), "{text}");
+    assert!(text.contains("register-amnesia (unsafe)"), "{text}");
+    let again = run(
+        &SimOptions {
+            seed,
+            seeds: 1,
+            ..opts.clone()
+        },
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    assert_eq!(again.fence_violations, vec![seed]);
+}

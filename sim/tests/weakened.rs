@@ -70,4 +70,8 @@ fn no_drift_alone_is_caught_by_quorum_backing() {
 #[test]
 fn the_unweakened_core_passes_the_same_seeds() {
     assert_eq!(first_violation(|_| {}, 200, false), None);
+    for seed in 0..200 {
+        let o = simulate(seed, &Scenario::default());
+        assert_eq!(o.fence_failure, None, "seed {seed}");
+    }
 }
