@@ -43,7 +43,7 @@
 //!     matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
 //! });
 //! // `rng`: any cryptographic RNG (rand_core 0.10 `CryptoRng`).
-//! let lease = client.lock(b"jobs:42", &mut rng).unwrap();
+//! let lease = client.lock("jobs:42", &mut rng).unwrap();
 //! client.release(&lease).unwrap();
 //! # Ok(()) }
 //! ```
@@ -55,17 +55,46 @@ use std::time::Duration;
 use embedded_io::{Error as _, ErrorKind, Read, Write};
 use rand_core::CryptoRng;
 use redlock_core::{
-    CommandError, Config, ConfigError, Event, FailureKind, Instant, Lease, LockError, NodeConfig,
-    NodeId, OpId, Redlock, ReleaseReport, RetryPolicy, MIN_TRANSMIT_BUF,
+    CommandError, Config, ConfigError, Event, FailureKind, Instant, IntoResources, Lease,
+    LockError, LockOptions, NodeConfig, NodeId, OpId, Redlock, ReleaseReport, ReleaseVerdict,
+    MIN_TRANSMIT_BUF,
 };
 
 /// The caller's monotonic clock.
+///
+/// ```
+/// use std::cell::Cell;
+/// use redlock_std::core::Instant;
+/// use redlock_std::embedded::Clock;
+///
+/// /// A device's millisecond tick counter.
+/// struct Ticks(Cell<u64>);
+/// impl Clock for Ticks {
+///     fn now(&self) -> Instant {
+///         Instant::from_millis(self.0.get())
+///     }
+/// }
+/// let t = Ticks(Cell::new(5));
+/// assert_eq!(t.now(), Instant::from_millis(5));
+/// ```
 pub trait Clock {
     /// Now, on a clock that never goes backwards.
+    ///
+    /// ```
+    /// use redlock_std::embedded::{Clock, StdClock};
+    /// let c = StdClock::new();
+    /// assert!(c.now() <= c.now());
+    /// ```
     fn now(&self) -> Instant;
 
     /// Called when there is no socket to wait on, until `until` at most;
     /// a sleeping clock avoids a busy loop. The default returns at once.
+    ///
+    /// ```
+    /// use redlock_std::embedded::{Clock, StdClock};
+    /// let c = StdClock::new();
+    /// c.idle(c.now()); // sleeps at most a few ms
+    /// ```
     fn idle(&self, until: Instant) {
         let _ = until;
     }
@@ -85,6 +114,11 @@ pub struct StdClock {
 
 impl StdClock {
     /// A clock whose zero is now.
+    ///
+    /// ```
+    /// use redlock_std::embedded::{Clock, StdClock};
+    /// assert!(StdClock::new().now() < redlock_std::core::Instant::from_millis(1_000));
+    /// ```
     pub fn new() -> StdClock {
         StdClock {
             epoch: std::time::Instant::now(),
@@ -110,6 +144,13 @@ impl Clock for StdClock {
 }
 
 /// Why an [`EmbeddedClient`] operation failed (nodes named by index).
+///
+/// ```
+/// use redlock_std::core::CommandError;
+/// use redlock_std::embedded::EmbeddedError;
+/// let e = EmbeddedError::from(CommandError::BadResource);
+/// assert_eq!(e.to_string(), "command refused: resource name empty or too long");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EmbeddedError {
@@ -121,7 +162,10 @@ pub enum EmbeddedError {
     Auth(LockError),
     /// An extension failed: the lock is lost.
     Lost(LockError),
-    /// The core refused the command.
+    /// A release found that our token did not hold the lock on a quorum:
+    /// it had expired or been taken before the release.
+    NotHeld(ReleaseReport),
+    /// The core refused the command (bad resources, TTL, retry policy).
     Command(CommandError),
 }
 
@@ -129,9 +173,15 @@ impl fmt::Display for EmbeddedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EmbeddedError::Busy(e) | EmbeddedError::Unavailable(e) | EmbeddedError::Auth(e) => {
-                write!(f, "lock not acquired: {e}")
+                write!(f, "{e}")
             }
             EmbeddedError::Lost(e) => write!(f, "lock lost: {e}"),
+            EmbeddedError::NotHeld(r) => write!(
+                f,
+                "this token did not hold the lock on a quorum (released on {} of {} nodes)",
+                r.released(),
+                r.nodes.len()
+            ),
             EmbeddedError::Command(e) => write!(f, "command refused: {e}"),
         }
     }
@@ -147,6 +197,21 @@ impl From<CommandError> for EmbeddedError {
 
 /// A blocking Redlock client over caller-supplied sockets; see the
 /// [module docs](self).
+///
+/// ```no_run
+/// # fn f<R: redlock_std::core::rand_core::CryptoRng>(rng: &mut R) -> Result<(), Box<dyn std::error::Error>> {
+/// use embedded_io_adapters::std::FromStd;
+/// use redlock_std::core::{url::NodeUrl, Config};
+/// use redlock_std::embedded::{EmbeddedClient, StdClock};
+///
+/// let url = NodeUrl::parse("redis://127.0.0.1:6379")?;
+/// let sock = std::net::TcpStream::connect(("127.0.0.1", 6379))?;
+/// sock.set_read_timeout(Some(std::time::Duration::from_millis(5)))?;
+/// let mut client = EmbeddedClient::new(Config::default(), vec![(url.node_config(), FromStd::new(sock))], StdClock::new())?;
+/// let lease = client.lock(["a", "b"], rng)?;
+/// client.release(&lease)?;
+/// # Ok(()) }
+/// ```
 pub struct EmbeddedClient<S: Read + Write, C: Clock> {
     core: Redlock<4, 32>,
     sockets: Vec<Option<S>>,
@@ -175,7 +240,18 @@ fn default_is_timeout<E: embedded_io::Error>(e: &E) -> bool {
 
 impl<S: Read + Write, C: Clock> EmbeddedClient<S, C> {
     /// A client for `nodes` (each node's credentials/db and its connected
-    /// socket), timing with `clock`.
+    /// socket), timing with `clock`. [`ConfigError`] for a bad config or
+    /// node count.
+    ///
+    /// ```no_run
+    /// # fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use embedded_io_adapters::std::FromStd;
+    /// use redlock_std::core::{Config, NodeConfig};
+    /// use redlock_std::embedded::{EmbeddedClient, StdClock};
+    /// let sock = FromStd::new(std::net::TcpStream::connect("127.0.0.1:6379")?);
+    /// let client = EmbeddedClient::new(Config::default(), vec![(NodeConfig::default(), sock)], StdClock::new())?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub fn new(config: Config, nodes: Vec<(NodeConfig, S)>, clock: C) -> Result<Self, ConfigError> {
         let configs: Vec<NodeConfig> = nodes.iter().map(|(c, _)| c.clone()).collect();
         let core = Redlock::new(config, &configs)?;
@@ -195,45 +271,108 @@ impl<S: Read + Write, C: Clock> EmbeddedClient<S, C> {
     /// Sets how to recognise a read timeout among the socket's errors (the
     /// default recognises [`ErrorKind::TimedOut`]; `std` sockets report
     /// `WouldBlock`, which embedded-io maps to `Other`).
+    ///
+    /// ```no_run
+    /// # fn f(client: redlock_std::embedded::EmbeddedClient<embedded_io_adapters::std::FromStd<std::net::TcpStream>, redlock_std::embedded::StdClock>) {
+    /// let client = client.with_timeout_classifier(|e: &std::io::Error| {
+    ///     matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+    /// });
+    /// # }
+    /// ```
     pub fn with_timeout_classifier(mut self, f: fn(&S::Error) -> bool) -> Self {
         self.is_timeout = f;
         self
     }
 
     /// Whether node `node` lost its socket and needs a new one.
+    ///
+    /// ```no_run
+    /// # fn f(mut client: redlock_std::embedded::EmbeddedClient<embedded_io_adapters::std::FromStd<std::net::TcpStream>, redlock_std::embedded::StdClock>) -> std::io::Result<()> {
+    /// use embedded_io_adapters::std::FromStd;
+    /// if client.needs_socket(0) {
+    ///     client.set_socket(0, FromStd::new(std::net::TcpStream::connect("127.0.0.1:6379")?));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn needs_socket(&self, node: usize) -> bool {
         self.sockets.get(node).is_some_and(Option::is_none)
     }
 
-    /// Hands a freshly connected socket for `node`; it is used when the core
-    /// next asks to connect (after its reconnect backoff).
+    /// Hands a freshly connected socket for `node`.
+    ///
+    /// If the node's link is down, the socket is used when the core next
+    /// asks to connect (after its reconnect backoff). If the link is up, the
+    /// old connection is replaced at once: the core is first told it is
+    /// down (requests in flight on it fail, and no reply it still owed is
+    /// ever matched against the new socket), then the handshake (`AUTH`,
+    /// `SELECT`, script loading) runs on the new socket before any request.
+    ///
+    /// ```no_run
+    /// # use std::net::TcpStream;
+    /// # use embedded_io_adapters::std::FromStd;
+    /// # fn f(client: &mut redlock_std::embedded::EmbeddedClient<FromStd<TcpStream>, redlock_std::embedded::StdClock>) -> std::io::Result<()> {
+    /// if client.needs_socket(0) {
+    ///     let sock = TcpStream::connect(("127.0.0.1", 6379))?;
+    ///     sock.set_read_timeout(Some(std::time::Duration::from_millis(5)))?;
+    ///     client.set_socket(0, FromStd::new(sock));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn set_socket(&mut self, node: usize, socket: S) {
-        if let Some(slot) = self.sockets.get_mut(node) {
-            *slot = Some(socket);
+        let Some(slot) = self.sockets.get_mut(node) else {
+            return;
+        };
+        *slot = Some(socket);
+        let id = NodeId(node as u8);
+        if self.core.is_connected(id) {
+            let now = self.clock.now();
+            self.core.handle_node_down(id, now);
+            self.core.handle_connected(id, now);
+            self.drain();
         }
     }
 
-    /// Acquires `resource` with the configured TTL and retries; the token
-    /// comes from `rng` (must be a cryptographic RNG).
+    /// Acquires `resources` (one name or several, [`IntoResources`]) with
+    /// the configured TTL and retries; the token comes from `rng` (must be
+    /// a cryptographic RNG).
+    ///
+    /// ```no_run
+    /// # fn f<S: embedded_io::Read + embedded_io::Write, C: redlock_std::embedded::Clock, R: redlock_std::core::rand_core::CryptoRng>(
+    /// #     client: &mut redlock_std::embedded::EmbeddedClient<S, C>, rng: &mut R) -> Result<(), redlock_std::embedded::EmbeddedError> {
+    /// let lease = client.lock("jobs:42", rng)?;
+    /// client.release(&lease)?;
+    /// # Ok(()) }
+    /// ```
     pub fn lock<R: CryptoRng + ?Sized>(
         &mut self,
-        resource: &[u8],
+        resources: impl IntoResources,
         rng: &mut R,
     ) -> Result<Lease, EmbeddedError> {
-        let c = *self.core.config();
-        self.lock_with(resource, c.ttl, c.retry, rng)
+        self.lock_with(resources, &LockOptions::new(), rng)
     }
 
-    /// Acquires `resource` for `ttl` with a given retry policy.
+    /// Acquires `resources` with per-call options (TTL, retries, waiting,
+    /// fencing: a fenced lock reads the wall clock, `SystemTime`, as the
+    /// hint of its proposal).
+    ///
+    /// ```no_run
+    /// # fn f<S: embedded_io::Read + embedded_io::Write, C: redlock_std::embedded::Clock, R: redlock_std::core::rand_core::CryptoRng>(
+    /// #     client: &mut redlock_std::embedded::EmbeddedClient<S, C>, rng: &mut R) -> Result<(), redlock_std::embedded::EmbeddedError> {
+    /// use redlock_std::LockOptions;
+    /// let lease = client.lock_with(["a", "b"], &LockOptions::new().single_attempt().fenced(), rng)?;
+    /// assert!(lease.fence().is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn lock_with<R: CryptoRng + ?Sized>(
         &mut self,
-        resource: &[u8],
-        ttl: Duration,
-        retry: RetryPolicy,
+        resources: impl IntoResources,
+        options: &LockOptions,
         rng: &mut R,
     ) -> Result<Lease, EmbeddedError> {
+        let resources = resources.into_resources()?;
+        let options = options.resolve(self.core.config(), crate::unix_ms);
         let now = self.clock.now();
-        let op = self.core.acquire_with(resource, ttl, retry, rng, now)?;
+        let op = self.core.acquire_set(&resources, &options, rng, now)?;
         match self.run(op) {
             Event::Acquired { lease, .. } => Ok(lease),
             Event::AcquireFailed { error, .. } => Err(match error.kind {
@@ -245,7 +384,14 @@ impl<S: Read + Write, C: Clock> EmbeddedClient<S, C> {
         }
     }
 
-    /// Extends `lease` to `ttl` from now.
+    /// Extends `lease` to `ttl` from now (it keeps its fence).
+    ///
+    /// ```no_run
+    /// # fn f<S: embedded_io::Read + embedded_io::Write, C: redlock_std::embedded::Clock>(
+    /// #     client: &mut redlock_std::embedded::EmbeddedClient<S, C>, lease: redlock_std::core::Lease) -> Result<(), redlock_std::embedded::EmbeddedError> {
+    /// let lease = client.extend(&lease, std::time::Duration::from_secs(10))?;
+    /// # Ok(()) }
+    /// ```
     pub fn extend(&mut self, lease: &Lease, ttl: Duration) -> Result<Lease, EmbeddedError> {
         let now = self.clock.now();
         let op = self.core.extend(lease, ttl, now)?;
@@ -256,13 +402,42 @@ impl<S: Read + Write, C: Clock> EmbeddedClient<S, C> {
         }
     }
 
-    /// Releases `lease` on every node.
+    /// Releases `lease` on every node. `Ok` only when it was released on a
+    /// quorum; [`EmbeddedError::NotHeld`] when our token no longer held it
+    /// (expired, taken); [`EmbeddedError::Unavailable`] /
+    /// [`EmbeddedError::Auth`] when too few nodes answered to tell.
+    ///
+    /// ```no_run
+    /// # fn f<S: embedded_io::Read + embedded_io::Write, C: redlock_std::embedded::Clock>(
+    /// #     client: &mut redlock_std::embedded::EmbeddedClient<S, C>, lease: redlock_std::core::Lease) {
+    /// match client.release(&lease) {
+    ///     Ok(report) => println!("released on {} nodes", report.released()),
+    ///     Err(redlock_std::embedded::EmbeddedError::NotHeld(_)) => println!("it had expired"),
+    ///     Err(e) => println!("unknown: {e}"),
+    /// }
+    /// # }
+    /// ```
     pub fn release(&mut self, lease: &Lease) -> Result<ReleaseReport, EmbeddedError> {
         let now = self.clock.now();
         let op = self.core.release(lease, now)?;
-        match self.run(op) {
-            Event::Released { report, .. } => Ok(report),
-            _ => Err(EmbeddedError::Command(CommandError::TooManyOperations)),
+        let report = match self.run(op) {
+            Event::Released { report, .. } => report,
+            _ => return Err(EmbeddedError::Command(CommandError::TooManyOperations)),
+        };
+        let unknown = |kind| LockError {
+            kind,
+            attempts: 1,
+            nodes: report.nodes,
+        };
+        match report.verdict() {
+            ReleaseVerdict::Released => Ok(report),
+            ReleaseVerdict::NotHeld => Err(EmbeddedError::NotHeld(report)),
+            ReleaseVerdict::AuthFailed => {
+                Err(EmbeddedError::Auth(unknown(FailureKind::AuthFailed)))
+            }
+            _ => Err(EmbeddedError::Unavailable(unknown(
+                FailureKind::Unavailable,
+            ))),
         }
     }
 

@@ -1,4 +1,4 @@
-//! The handles: [`Builder`], [`Client`] and [`Lease`].
+//! The handles: [`Builder`] and [`Client`].
 
 use std::fmt;
 use std::io;
@@ -6,18 +6,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redlock_core::url::NodeUrl;
-use redlock_core::{Config, ConfigError, Lease as CoreLease, ReleaseReport, RetryPolicy, Token};
-use tokio::sync::{mpsc, oneshot};
+use redlock_core::settings::{ClientSettings, IntoResources, LockOptions};
+use redlock_core::{Config, Lease as CoreLease, ReleaseReport, RetryPolicy, Token};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::driver::{Clock, Command, Core, Driver};
+use crate::driver::{Clock, Command, Core, Driver, Held, Names};
 use crate::error::Error;
+use crate::lease::Lease;
+use crate::queue::Queue;
+use crate::reply::{self, Answer, Cells, ReplyRx};
 use crate::rng::Prefilled;
 
-type Configure = Box<dyn FnOnce(&mut Config) + Send>;
-
 /// Configures a [`Client`]: nodes, TTL, timeouts, retries, TLS roots.
+///
+/// Every setter is infallible; [`build`](Self::build) checks everything at
+/// once (each URL, no server given twice, the timing rules) and says what is
+/// wrong, showing a bad URL as given but without its password.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), redlock_tokio::Error> {
@@ -25,101 +30,68 @@ type Configure = Box<dyn FnOnce(&mut Config) + Send>;
 /// use redlock_tokio::Client;
 ///
 /// let client = Client::builder()
-///     .nodes(["redis://10.0.0.1", "redis://10.0.0.2", "redis://10.0.0.3"])?
+///     .nodes(["redis://10.0.0.1", "redis://10.0.0.2", "redis://10.0.0.3"])
 ///     .ttl(Duration::from_secs(10))
 ///     .build()?;
 /// # Ok(()) }
 /// ```
+#[derive(Debug, Default)]
 pub struct Builder {
-    urls: Vec<NodeUrl>,
-    ttl: Duration,
-    node_timeout: Option<Duration>,
-    retry: Option<RetryPolicy>,
-    configure: Vec<Configure>,
-    tls_ca_pem: Option<Vec<u8>>,
-}
-
-impl fmt::Debug for Builder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
-            .field("urls", &self.urls)
-            .field("ttl", &self.ttl)
-            .field("node_timeout", &self.node_timeout)
-            .field("retry", &self.retry)
-            .field("configure", &self.configure.len())
-            .field("tls_ca_pem", &self.tls_ca_pem.is_some())
-            .finish()
-    }
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder::new()
-    }
+    settings: ClientSettings,
 }
 
 impl Builder {
-    /// A builder with [`Config::default`] (TTL 30 s) and no nodes.
+    /// A builder with a 30 s TTL, everything else derived from it
+    /// ([`Config::new`]), and no nodes.
     ///
     /// ```
     /// let b = redlock_tokio::Builder::new();
     /// # let _ = b;
     /// ```
     pub fn new() -> Builder {
-        Builder {
-            urls: Vec::new(),
-            ttl: Config::default().ttl,
-            node_timeout: None,
-            retry: None,
-            configure: Vec::new(),
-            tls_ca_pem: None,
-        }
+        Builder::default()
     }
 
     /// Adds one node: `redis://[[user]:password@]host[:port][/db]`, or
     /// `rediss://` for TLS. IPv6 hosts go in brackets.
     ///
     /// ```
-    /// let b = redlock_tokio::Builder::new().node("redis://[::1]:6380/2").unwrap();
-    /// assert!(redlock_tokio::Builder::new().node("http://x").is_err());
+    /// let b = redlock_tokio::Builder::new().node("redis://[::1]:6380/2");
     /// # let _ = b;
     /// ```
-    pub fn node(mut self, url: &str) -> Result<Builder, Error> {
-        let parsed = NodeUrl::parse(url).map_err(|error| Error::Url {
-            url: redlock_core::url::redact(url).to_string(),
-            error,
-        })?;
-        self.urls.push(parsed);
-        Ok(self)
+    pub fn node(self, url: impl AsRef<str>) -> Builder {
+        Builder {
+            settings: self.settings.node(url),
+        }
     }
 
-    /// Adds several nodes.
+    /// Adds several nodes, in order.
     ///
     /// ```
-    /// let b = redlock_tokio::Builder::new().nodes(["redis://a", "redis://b", "redis://c"]).unwrap();
+    /// let b = redlock_tokio::Builder::new().nodes(["redis://a", "redis://b", "redis://c"]);
     /// # let _ = b;
     /// ```
-    pub fn nodes<I, S>(mut self, urls: I) -> Result<Builder, Error>
+    pub fn nodes<I, S>(self, urls: I) -> Builder
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        for url in urls {
-            self = self.node(url.as_ref())?;
+        Builder {
+            settings: self.settings.nodes(urls),
         }
-        Ok(self)
     }
 
-    /// The lease TTL. Also re-derives the default node timeout (5 % of the
-    /// TTL, 5 ms..=1 s) unless [`node_timeout`](Self::node_timeout) was set.
+    /// The lease TTL. The node timeout (5 % of the TTL, 5 ms..=1 s) and
+    /// reconnect backoff are derived from it unless set.
     ///
     /// ```
     /// let b = redlock_tokio::Builder::new().ttl(std::time::Duration::from_secs(5));
     /// # let _ = b;
     /// ```
-    pub fn ttl(mut self, ttl: Duration) -> Builder {
-        self.ttl = ttl;
-        self
+    pub fn ttl(self, ttl: Duration) -> Builder {
+        Builder {
+            settings: self.settings.ttl(ttl),
+        }
     }
 
     /// How long one node may take to answer one request (and to connect).
@@ -128,103 +100,117 @@ impl Builder {
     /// let b = redlock_tokio::Builder::new().node_timeout(std::time::Duration::from_millis(100));
     /// # let _ = b;
     /// ```
-    pub fn node_timeout(mut self, d: Duration) -> Builder {
-        self.node_timeout = Some(d);
-        self
+    pub fn node_timeout(self, timeout: Duration) -> Builder {
+        Builder {
+            settings: self.settings.node_timeout(timeout),
+        }
     }
 
-    /// The retry policy of [`Client::lock`].
+    /// The default retry policy of acquires.
     ///
     /// ```
     /// let b = redlock_tokio::Builder::new().retry(redlock_tokio::RetryPolicy::none());
     /// # let _ = b;
     /// ```
-    pub fn retry(mut self, retry: RetryPolicy) -> Builder {
-        self.retry = Some(retry);
-        self
+    pub fn retry(self, retry: RetryPolicy) -> Builder {
+        Builder {
+            settings: self.settings.retry(retry),
+        }
     }
 
-    /// Adjusts any other [`Config`] field (drift, reconnect backoff), after
+    /// Edits any other [`Config`] field (drift, reconnect backoff), after
     /// the TTL, node timeout and retry policy are applied.
     ///
     /// ```
     /// let b = redlock_tokio::Builder::new().configure(|c| c.drift_ppm = 20_000);
     /// # let _ = b;
     /// ```
-    pub fn configure(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Builder {
-        self.configure.push(Box::new(f));
-        self
+    pub fn configure(self, edit: impl FnOnce(&mut Config) + Send + 'static) -> Builder {
+        Builder {
+            settings: self.settings.configure(edit),
+        }
     }
 
-    /// An extra trusted root certificate (PEM) for `rediss://` nodes, on top
-    /// of the Mozilla roots.
+    /// Trusts an extra CA (PEM, one or more certificates) for `rediss://`
+    /// nodes, besides the Mozilla roots.
     ///
     /// ```
     /// let b = redlock_tokio::Builder::new().tls_ca_pem(b"-----BEGIN CERTIFICATE-----...");
     /// # let _ = b;
     /// ```
-    pub fn tls_ca_pem(mut self, pem: &[u8]) -> Builder {
-        self.tls_ca_pem = Some(pem.to_vec());
-        self
+    pub fn tls_ca_pem(self, pem: &[u8]) -> Builder {
+        Builder {
+            settings: self.settings.tls_ca_pem(pem),
+        }
     }
 
-    /// The configuration this builder would use.
-    fn config(&mut self) -> Config {
-        let mut config = Config::new(self.ttl);
-        if let Some(d) = self.node_timeout {
-            config.node_timeout = d;
-        }
-        if let Some(r) = self.retry {
-            config.retry = r;
-        }
-        for f in self.configure.drain(..) {
-            f(&mut config);
-        }
-        config
-    }
-
-    /// Builds the client and spawns its driver task on the current tokio
-    /// runtime. Nodes need not be reachable yet: connections are opened in
-    /// the background and re-opened after failures.
-    ///
-    /// Errors: [`Error::Config`] (no nodes, bad TTL/timeouts),
-    /// [`Error::Io`] (not inside a tokio runtime, bad CA PEM).
+    /// **Compatibility only**: accepts the same server (host and port)
+    /// twice, e.g. two databases of one Redis, as some older Redlock
+    /// libraries do (the Python binding's drop-in modules need it). Such
+    /// nodes are not independent: one crash takes both. Never for new code.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let client = redlock_tokio::Client::builder().node("redis://127.0.0.1:1").unwrap().build().unwrap();
+    /// let twice = ["redis://127.0.0.1/0", "redis://127.0.0.1/1"];
+    /// assert!(matches!(
+    ///     redlock_tokio::Client::builder().nodes(twice).build(),
+    ///     Err(redlock_tokio::Error::DuplicateNode { .. })
+    /// ));
+    /// assert!(redlock_tokio::Client::builder().nodes(twice).allow_same_server_twice().build().is_ok());
+    /// # }
+    /// ```
+    pub fn allow_same_server_twice(self) -> Builder {
+        Builder {
+            settings: self.settings.allow_same_server_twice(),
+        }
+    }
+
+    /// Checks the settings, builds the client and spawns its driver task on
+    /// the current tokio runtime. Nodes need not be reachable yet:
+    /// connections are opened in the background and re-opened after
+    /// failures.
+    ///
+    /// Errors: [`Error::Url`] (shown as given, password masked, with a
+    /// hint), [`Error::DuplicateNode`], [`Error::Config`] (no nodes, too
+    /// many, a TTL too short for its node timeout), [`Error::Io`] (not
+    /// inside a tokio runtime, a bad CA PEM).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let client = redlock_tokio::Client::builder().node("redis://127.0.0.1:1").build().unwrap();
     /// assert_eq!(client.node_urls(), vec!["redis://127.0.0.1:1".to_string()]);
     /// # }
     /// ```
-    pub fn build(mut self) -> Result<Client, Error> {
+    pub fn build(self) -> Result<Client, Error> {
+        let valid = self.settings.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
             Error::Io(io::Error::other(format!(
                 "redlock_tokio::Client must be built inside a tokio runtime: {e}"
             )))
         })?;
-        if self.urls.is_empty() {
-            return Err(Error::Config(ConfigError::NoNodes));
-        }
-        let config = self.config();
-        let node_configs: Vec<_> = self.urls.iter().map(NodeUrl::node_config).collect();
-        let core = Box::new(Core::new(config, &node_configs).map_err(Error::Config)?);
-        let tls = if self.urls.iter().any(|u| u.tls) || self.tls_ca_pem.is_some() {
-            Some(crate::conn::tls_config(self.tls_ca_pem.as_deref()).map_err(Error::Io)?)
+        let config = valid.config;
+        let core = Box::new(Core::new(config, &valid.nodes)?);
+        // A CA given is checked even without `rediss://` nodes: a bad one is
+        // a mistake to report, not to ignore.
+        let tls = if valid.any_tls() || !valid.ca_pems.is_empty() {
+            Some(crate::conn::tls_config(&valid.ca_pems).map_err(Error::Io)?)
         } else {
             None
         };
         let clock = Clock::new();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let urls: Vec<String> = self.urls.iter().map(|u| u.to_string()).collect();
+        let queue = Arc::new(Queue::default());
+        let urls = valid.redacted_urls();
         let span =
             tracing::debug_span!("redlock_driver", nodes = urls.len(), quorum = core.quorum());
-        let driver = Driver::new(core, clock, self.urls, tls, rx);
+        let driver = Driver::new(core, clock, valid.urls, tls, Arc::clone(&queue));
         runtime.spawn(driver.run().instrument(span));
         Ok(Client {
             inner: Arc::new(Inner {
                 runtime,
-                tx,
+                queue,
+                cells: Arc::default(),
                 clock,
                 urls,
                 config,
@@ -238,7 +224,9 @@ pub(crate) struct Inner {
     /// The runtime the driver runs on; background work (auto-extension) is
     /// spawned there too, whichever thread asks for it.
     pub(crate) runtime: tokio::runtime::Handle,
-    tx: mpsc::UnboundedSender<Command>,
+    queue: Arc<Queue>,
+    /// Where the driver answers commands (reused, see [`crate::reply`]).
+    cells: Arc<Cells>,
     pub(crate) clock: Clock,
     pub(crate) urls: Vec<String>,
     config: Config,
@@ -247,7 +235,23 @@ pub(crate) struct Inner {
 
 impl Inner {
     fn send(&self, cmd: Command) -> Result<(), Error> {
-        self.tx.send(cmd).map_err(|_| Error::stopped())
+        self.queue.push(cmd)
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: the driver finishes what is in flight, then
+    /// stops.
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+/// The caller's result of an acquire or an extension.
+async fn lease_answer(rx: &mut ReplyRx) -> Result<CoreLease, Error> {
+    match rx.await {
+        Some(Answer::Lease(result)) => result,
+        _ => Err(Error::stopped()),
     }
 }
 
@@ -257,14 +261,21 @@ impl Inner {
 /// Cheap to clone. The driver stops once every clone and every [`Lease`]
 /// is dropped (after finishing the releases already asked for).
 ///
+/// Every lock call takes the resources as anything [`IntoResources`]: one
+/// name (`"jobs:42"`, `b"jobs:42"`, a `String`) or several (`["a", "b"]`,
+/// a `Vec<String>`), locked all or nothing on each node.
+///
 /// ```no_run
 /// # async fn f() -> Result<(), redlock_tokio::Error> {
+/// use redlock_tokio::LockOptions;
 /// let client = redlock_tokio::Client::builder()
-///     .nodes(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"])?
+///     .nodes(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"])
 ///     .build()?;
 /// let lease = client.lock("invoices").await?;
 /// // ... work, while lease.remaining() > 0 ...
 /// lease.release().await?;
+/// let both = client.lock_with(["ledger", "invoices"], &LockOptions::new().fenced()).await?;
+/// println!("fence {:?}", both.fence());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -285,7 +296,7 @@ impl fmt::Debug for Client {
 struct AcquireGuard<'a> {
     inner: &'a Inner,
     req: u64,
-    rx: Option<oneshot::Receiver<Result<CoreLease, Error>>>,
+    rx: Option<ReplyRx>,
 }
 
 impl AcquireGuard<'_> {
@@ -293,9 +304,9 @@ impl AcquireGuard<'_> {
         let Some(rx) = self.rx.as_mut() else {
             return Err(Error::stopped());
         };
-        let result = rx.await;
+        let result = lease_answer(rx).await;
         self.rx = None;
-        result.map_err(|_| Error::stopped())?
+        result
     }
 }
 
@@ -307,17 +318,16 @@ impl Drop for AcquireGuard<'_> {
         // After close(), the driver can no longer deliver: either the result
         // is already here, or the driver will see the closed channel / the
         // Cancel below and undo whatever the acquire took.
-        rx.close();
-        match rx.try_recv() {
-            Ok(Ok(lease)) => {
+        match rx.close() {
+            Some(Answer::Lease(Ok(lease))) => {
                 let _ = self.inner.send(Command::Release {
-                    resource: lease.resource().to_vec(),
+                    resources: lease.resources().clone(),
                     token: *lease.token(),
                     reply: None,
                 });
             }
-            Ok(Err(_)) => {}
-            Err(_) => {
+            Some(_) => {}
+            None => {
                 let _ = self.inner.send(Command::Cancel { req: self.req });
             }
         }
@@ -357,7 +367,8 @@ impl Client {
         &self.inner.config
     }
 
-    /// Acquires `resource` with the configured TTL and retry policy.
+    /// Acquires `resources` (one name or several, [`IntoResources`]) with
+    /// the client's TTL and retry policy.
     ///
     /// **Cancel-safe**: dropping the future before it completes (a
     /// `select!`, a timeout) cancels the acquire, and whatever part of the
@@ -367,10 +378,11 @@ impl Client {
     /// # async fn f(client: redlock_tokio::Client) -> Result<(), redlock_tokio::Error> {
     /// let lease = client.lock("jobs:42").await?;
     /// lease.release().await?;
+    /// let pair = client.lock(["accounts:1", "accounts:2"]).await?; // all or nothing
     /// # Ok(()) }
     /// ```
-    pub async fn lock(&self, resource: impl AsRef<[u8]>) -> Result<Lease, Error> {
-        self.acquire(resource.as_ref(), None, None).await
+    pub async fn lock(&self, resources: impl IntoResources) -> Result<Lease, Error> {
+        self.lock_with(resources, &LockOptions::new()).await
     }
 
     /// One attempt, no retries: fails at once with [`Error::Busy`] if
@@ -385,59 +397,54 @@ impl Client {
     /// }
     /// # }
     /// ```
-    pub async fn try_lock(&self, resource: impl AsRef<[u8]>) -> Result<Lease, Error> {
-        self.acquire(resource.as_ref(), None, Some(RetryPolicy::none()))
+    pub async fn try_lock(&self, resources: impl IntoResources) -> Result<Lease, Error> {
+        self.lock_with(resources, &LockOptions::new().single_attempt())
             .await
     }
 
-    /// Acquires with a given TTL and retry policy. Cancel-safe like
-    /// [`lock`](Self::lock).
+    /// Acquires `resources` with per-call options: TTL, retry policy, how
+    /// long to wait, fencing. Cancel-safe like [`lock`](Self::lock).
     ///
     /// ```no_run
     /// # async fn f(client: redlock_tokio::Client) -> Result<(), redlock_tokio::Error> {
     /// use std::time::Duration;
-    /// use redlock_tokio::RetryPolicy;
-    /// let retry = RetryPolicy { wait: Some(Duration::from_secs(5)), ..RetryPolicy::default() };
-    /// let lease = client.lock_with("jobs:42", Duration::from_secs(2), retry).await?;
+    /// use redlock_tokio::LockOptions;
+    /// let opts = LockOptions::new().ttl(Duration::from_secs(10)).wait(Duration::from_secs(5)).fenced();
+    /// let lease = client.lock_with("jobs:42", &opts).await?;
+    /// assert!(lease.fence().is_some());
     /// # Ok(()) }
     /// ```
     pub async fn lock_with(
         &self,
-        resource: impl AsRef<[u8]>,
-        ttl: Duration,
-        retry: RetryPolicy,
+        resources: impl IntoResources,
+        options: &LockOptions,
     ) -> Result<Lease, Error> {
-        self.acquire(resource.as_ref(), Some(ttl), Some(retry))
-            .await
+        let resources = resources.into_resources()?;
+        let options = options.resolve(&self.inner.config, crate::unix_ms);
+        let span = tracing::debug_span!("redlock_lock", resources = %Names(&resources),
+            fenced = options.fencing != redlock_core::Fencing::Off, fence = tracing::field::Empty);
+        let lease = self
+            .acquire(resources, options)
+            .instrument(span.clone())
+            .await?;
+        if let Some(fence) = lease.fence() {
+            span.record("fence", fence);
+        }
+        Ok(lease)
     }
 
     async fn acquire(
         &self,
-        resource: &[u8],
-        ttl: Option<Duration>,
-        retry: Option<RetryPolicy>,
+        resources: redlock_core::ResourceSet,
+        options: redlock_core::AcquireOptions,
     ) -> Result<Lease, Error> {
-        let span =
-            tracing::debug_span!("redlock_lock", resource = %String::from_utf8_lossy(resource));
-        self.acquire_inner(resource, ttl, retry)
-            .instrument(span)
-            .await
-    }
-
-    async fn acquire_inner(
-        &self,
-        resource: &[u8],
-        ttl: Option<Duration>,
-        retry: Option<RetryPolicy>,
-    ) -> Result<Lease, Error> {
-        let rng = Box::new(Prefilled::from_os().map_err(Error::Io)?);
-        let (tx, rx) = oneshot::channel();
+        let rng = Prefilled::from_os().map_err(Error::Io)?;
+        let (tx, rx) = reply::pair(&self.inner.cells);
         let req = self.inner.next_req.fetch_add(1, Ordering::Relaxed);
         self.inner.send(Command::Acquire {
             req,
-            resource: resource.to_vec(),
-            ttl,
-            retry,
+            resources,
+            options,
             rng,
             reply: tx,
         })?;
@@ -454,20 +461,18 @@ impl Client {
             }
         };
         tracing::debug!(
-            token = ?lease.token(),
             validity_ms = lease.remaining(self.inner.clock.now()).as_millis() as u64,
+            fence = lease.fence(),
             "lock acquired"
         );
-        Ok(Lease {
-            lease,
-            client: self.clone(),
-            armed: true,
-        })
+        Ok(Lease::new(lease, self.clone()))
     }
 
-    /// Extends the lock held on `resource` by `token` (compare-and-`PEXPIRE`
-    /// on every node), when only the token is known. [`Error::Lost`] if a
-    /// quorum does not confirm in time.
+    /// Extends the lock held on `resources` by `token` (compare-and-`PEXPIRE`
+    /// of every key, all or nothing on each node), when only the token is
+    /// known. [`Error::Lost`] if a quorum does not confirm in time; its
+    /// [`Failure::kind`](crate::Failure::kind) is `NotHeld` or `Busy` when
+    /// the nodes said this token does not hold it.
     ///
     /// ```no_run
     /// # async fn f(client: redlock_tokio::Client, token: redlock_tokio::Token) -> Result<(), redlock_tokio::Error> {
@@ -476,185 +481,92 @@ impl Client {
     /// ```
     pub async fn extend_token(
         &self,
-        resource: impl AsRef<[u8]>,
+        resources: impl IntoResources,
         token: &Token,
         ttl: Duration,
     ) -> Result<CoreLease, Error> {
-        self.extend_raw(resource.as_ref(), token, None, ttl).await
+        let held = Held::Token {
+            resources: resources.into_resources()?,
+            token: *token,
+        };
+        self.extend_held(held, ttl).await
     }
 
-    pub(crate) async fn extend_raw(
-        &self,
-        resource: &[u8],
-        token: &Token,
-        lease: Option<CoreLease>,
-        ttl: Duration,
-    ) -> Result<CoreLease, Error> {
-        let (tx, rx) = oneshot::channel();
+    pub(crate) async fn extend_held(&self, held: Held, ttl: Duration) -> Result<CoreLease, Error> {
+        let (tx, mut rx) = reply::pair(&self.inner.cells);
         self.inner.send(Command::Extend {
-            resource: resource.to_vec(),
-            token: *token,
-            lease: lease.map(Box::new),
+            held,
             ttl,
             reply: tx,
         })?;
-        rx.await.map_err(|_| Error::stopped())?
+        lease_answer(&mut rx).await
     }
 
-    /// Releases the lock held on `resource` by `token` (compare-and-delete:
+    /// Releases the lock held on `resources` by `token` (compare-and-delete:
     /// a key holding another token is never touched).
+    ///
+    /// `Ok` only when it was released on a quorum; [`Error::NotHeld`] when
+    /// this token did not hold it (already gone: expired, taken, never
+    /// ours); [`Error::Unavailable`] / [`Error::Auth`] when too few nodes
+    /// answered to tell (they get the release when they reconnect; our key
+    /// may remain there until its TTL).
     ///
     /// ```no_run
     /// # async fn f(client: redlock_tokio::Client, token: redlock_tokio::Token) -> Result<(), redlock_tokio::Error> {
-    /// let report = client.release_token("jobs:42", &token).await?;
-    /// println!("released on {} nodes", report.released());
+    /// match client.release_token("jobs:42", &token).await {
+    ///     Ok(report) => println!("released on {} nodes", report.released()),
+    ///     Err(redlock_tokio::Error::NotHeld(_)) => println!("it was already gone"),
+    ///     Err(e) => return Err(e),
+    /// }
     /// # Ok(()) }
     /// ```
     pub async fn release_token(
         &self,
-        resource: impl AsRef<[u8]>,
+        resources: impl IntoResources,
         token: &Token,
     ) -> Result<ReleaseReport, Error> {
-        let (tx, rx) = oneshot::channel();
+        let resources = resources.into_resources()?;
+        let (tx, rx) = reply::pair(&self.inner.cells);
         self.inner.send(Command::Release {
-            resource: resource.as_ref().to_vec(),
+            resources,
             token: *token,
             reply: Some(tx),
         })?;
-        rx.await.map_err(|_| Error::stopped())?
+        match rx.await {
+            Some(Answer::Release(result)) => result,
+            _ => Err(Error::stopped()),
+        }
+    }
+
+    /// Waits until every operation already started has finished on every
+    /// node it still concerns (replies after a decision, releases of dropped
+    /// leases, undos owed to nodes that are down), at most `timeout`;
+    /// returns whether it got there. Releases are decided at quorum and the
+    /// other nodes get them a moment later: await this before a program
+    /// exits so they are written and answered rather than cut off.
+    ///
+    /// ```no_run
+    /// # async fn f(client: redlock_tokio::Client) -> Result<(), redlock_tokio::Error> {
+    /// client.lock("report").await?.release().await?;
+    /// client.flush(std::time::Duration::from_secs(1)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn flush(&self, timeout: Duration) -> Result<bool, Error> {
+        let (tx, rx) = oneshot::channel();
+        let now = tokio::time::Instant::now();
+        // A timeout beyond any clock: a year is "forever" here.
+        let until = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
+        self.inner.send(Command::Flush { until, reply: tx })?;
+        rx.await.map_err(|_| Error::stopped())
     }
 
     pub(crate) fn release_detached(&self, lease: &CoreLease) {
         let _ = self.inner.send(Command::Release {
-            resource: lease.resource().to_vec(),
+            resources: lease.resources().clone(),
             token: *lease.token(),
             reply: None,
         });
-    }
-}
-
-/// A held lock. Valid until [`remaining`](Self::remaining) reaches zero.
-///
-/// Dropping a lease releases it in the background (best effort); call
-/// [`release`](Self::release) to know the outcome, or
-/// [`forget`](Self::forget) to leave it held until its TTL.
-pub struct Lease {
-    lease: CoreLease,
-    client: Client,
-    armed: bool,
-}
-
-impl fmt::Debug for Lease {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease")
-            .field("lease", &self.lease)
-            .field("remaining", &self.remaining())
-            .finish()
-    }
-}
-
-impl Lease {
-    /// The resource (the Redis key).
-    ///
-    /// ```no_run
-    /// # fn f(lease: redlock_tokio::Lease) { assert!(!lease.resource().is_empty()); }
-    /// ```
-    pub fn resource(&self) -> &[u8] {
-        self.lease.resource()
-    }
-
-    /// The token stored under the key.
-    ///
-    /// ```no_run
-    /// # fn f(lease: redlock_tokio::Lease) { let t = lease.token().as_str(); }
-    /// ```
-    pub fn token(&self) -> &Token {
-        self.lease.token()
-    }
-
-    /// Validity left (zero once expired).
-    ///
-    /// ```no_run
-    /// # fn f(lease: redlock_tokio::Lease) { assert!(lease.remaining() > std::time::Duration::ZERO); }
-    /// ```
-    pub fn remaining(&self) -> Duration {
-        self.lease.remaining(self.client.inner.clock.now())
-    }
-
-    /// Whether the lease is still valid.
-    ///
-    /// ```no_run
-    /// # fn f(lease: redlock_tokio::Lease) { assert!(lease.is_valid()); }
-    /// ```
-    pub fn is_valid(&self) -> bool {
-        self.lease.is_valid(self.client.inner.clock.now())
-    }
-
-    /// The core's view of the lease (deadline, start, TTL on the client's clock).
-    ///
-    /// ```no_run
-    /// # fn f(lease: redlock_tokio::Lease) { let ttl = lease.core().ttl(); }
-    /// ```
-    pub fn core(&self) -> &CoreLease {
-        &self.lease
-    }
-
-    /// Extends the lease to `ttl` from now. On failure the lock must be
-    /// treated as lost ([`Error::Lost`]).
-    ///
-    /// ```no_run
-    /// # async fn f(mut lease: redlock_tokio::Lease) -> Result<(), redlock_tokio::Error> {
-    /// lease.extend(std::time::Duration::from_secs(30)).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn extend(&mut self, ttl: Duration) -> Result<(), Error> {
-        let new = self
-            .client
-            .extend_raw(
-                self.lease.resource(),
-                self.lease.token(),
-                Some(self.lease.clone()),
-                ttl,
-            )
-            .await?;
-        self.lease = new;
-        Ok(())
-    }
-
-    /// Releases the lock on every node and reports where our token still
-    /// held the key.
-    ///
-    /// ```no_run
-    /// # async fn f(lease: redlock_tokio::Lease) -> Result<(), redlock_tokio::Error> {
-    /// let report = lease.release().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn release(mut self) -> Result<ReleaseReport, Error> {
-        self.armed = false;
-        self.client
-            .release_token(self.lease.resource(), self.lease.token())
-            .await
-    }
-
-    /// Leaves the lock held until its TTL runs out, and returns its data.
-    ///
-    /// ```no_run
-    /// # fn f(lease: redlock_tokio::Lease) { let raw = lease.forget(); println!("{}", raw.token().as_str()); }
-    /// ```
-    pub fn forget(mut self) -> CoreLease {
-        self.armed = false;
-        self.lease.clone()
-    }
-
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if self.armed {
-            self.client.release_detached(&self.lease);
-        }
     }
 }

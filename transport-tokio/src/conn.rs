@@ -94,10 +94,10 @@ const READ_BUF: usize = 16 * 1024;
 
 /// Builds the TLS settings: the Mozilla roots plus an optional extra root
 /// (PEM, one or more certificates).
-pub(crate) fn tls_config(extra_ca_pem: Option<&[u8]>) -> io::Result<Arc<ClientConfig>> {
+pub(crate) fn tls_config(extra_ca_pems: &[Vec<u8>]) -> io::Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = extra_ca_pem {
+    for pem in extra_ca_pems {
         let mut added = 0;
         for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|e| io::Error::other(format!("bad CA PEM: {e}")))?;

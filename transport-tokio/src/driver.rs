@@ -2,8 +2,9 @@
 //!
 //! Modelled on quinn's `ConnectionDriver`, it does nothing but pump the
 //! sans-IO core, in a loop:
-//! 1. take commands from clients (acquire, extend, release, cancel) and bytes
-//!    or link changes from the connection tasks, feeding each to the core;
+//! 1. take every command queued by the handles (acquire, extend, release,
+//!    cancel: all of them at once, see [`crate::queue`]) and bytes or link
+//!    changes from the connection tasks, feeding each to the core;
 //! 2. drain the core's outputs after every input: transmits go to the
 //!    node's writer task, events complete the waiting futures (by
 //!    [`OpId`]) or open/close connections;
@@ -13,20 +14,25 @@
 //! Every decision (quorum, validity, retries, timeouts, reconnect backoff,
 //! reply meaning) is the core's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use redlock_core::url::NodeUrl;
 use redlock_core::{
-    ErrorKind, Event, FailureKind, Instant, Lease as CoreLease, NodeError, NodeId, NodeOutcome,
-    OpId, Redlock, ReleaseReport, RetryPolicy, Token,
+    AcquireOptions, CommandError, ErrorKind, Event, FailureKind, Instant, Lease as CoreLease,
+    LockError, NodeError, NodeId, NodeOutcome, OpId, Redlock, ReleaseVerdict, ResourceSet, Token,
 };
+use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::queue::Queue;
+use crate::reply::{Answer, ReplyTx};
 use tokio::task::AbortHandle;
 use tokio_rustls::rustls::ClientConfig;
 use tracing::{debug, trace, warn};
 
+use crate::backlog::{self, Backlog};
 use crate::conn::{self, IoEvent};
 use crate::error::{Error, Failure, NodeFailure};
 use crate::rng::Prefilled;
@@ -63,33 +69,64 @@ impl Clock {
     pub(crate) fn at(&self, t: Instant) -> tokio::time::Instant {
         tokio::time::Instant::now() + t.saturating_duration_since(self.now())
     }
+
+    /// The monotonic instant at which the core's instant `t` comes.
+    pub(crate) fn monotonic(&self, t: Instant) -> std::time::Instant {
+        self.epoch + Duration::from_micros(t.as_micros())
+    }
+}
+
+/// What an extension extends.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Held {
+    /// A lease of ours: the core also checks its local deadline, and the
+    /// extended lease keeps its fence.
+    Lease(CoreLease),
+    /// Only the token is known (e.g. from a command line).
+    Token {
+        resources: ResourceSet,
+        token: Token,
+    },
+}
+
+impl Held {
+    fn resources(&self) -> &ResourceSet {
+        match self {
+            Held::Lease(l) => l.resources(),
+            Held::Token { resources, .. } => resources,
+        }
+    }
 }
 
 /// A request from a handle to the driver.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     Acquire {
         req: u64,
-        resource: Vec<u8>,
-        ttl: Option<Duration>,
-        retry: Option<RetryPolicy>,
-        rng: Box<Prefilled>,
-        reply: oneshot::Sender<Result<CoreLease, Error>>,
+        resources: ResourceSet,
+        /// TTL, retry policy and fencing, resolved by the handle.
+        options: AcquireOptions,
+        rng: Prefilled,
+        reply: ReplyTx,
     },
     /// The `lock()` future with this `req` was dropped before its result.
     Cancel { req: u64 },
     Extend {
-        resource: Vec<u8>,
-        token: Token,
-        /// When extending a known lease, the core also checks its deadline.
-        lease: Option<Box<CoreLease>>,
+        held: Held,
         ttl: Duration,
-        reply: oneshot::Sender<Result<CoreLease, Error>>,
+        reply: ReplyTx,
     },
     Release {
-        resource: Vec<u8>,
+        resources: ResourceSet,
         token: Token,
         /// `None`: fire and forget (a dropped lease).
-        reply: Option<oneshot::Sender<Result<ReleaseReport, Error>>>,
+        reply: Option<ReplyTx>,
+    },
+    /// Answers `true` once nothing is in flight (every request answered,
+    /// timed out or owed to a node that is down), `false` at `until`.
+    Flush {
+        until: tokio::time::Instant,
+        reply: oneshot::Sender<bool>,
     },
 }
 
@@ -98,8 +135,9 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Acquire { req, .. } => write!(f, "Acquire({req})"),
             Command::Cancel { req } => write!(f, "Cancel({req})"),
-            Command::Extend { token, .. } => write!(f, "Extend({token:?})"),
-            Command::Release { token, .. } => write!(f, "Release({token:?})"),
+            Command::Extend { .. } => f.write_str("Extend"),
+            Command::Release { .. } => f.write_str("Release"),
+            Command::Flush { .. } => f.write_str("Flush"),
         }
     }
 }
@@ -107,19 +145,20 @@ impl std::fmt::Debug for Command {
 enum Reply {
     Acquire {
         req: u64,
-        tx: oneshot::Sender<Result<CoreLease, Error>>,
+        tx: ReplyTx,
     },
-    Extend(oneshot::Sender<Result<CoreLease, Error>>),
-    Release(Option<oneshot::Sender<Result<ReleaseReport, Error>>>),
+    Extend(ReplyTx),
+    Release(Option<ReplyTx>),
     /// Nobody waits (a cancelled acquire): a lease it produces is released.
     Orphan,
 }
 
 struct Pending {
     reply: Reply,
-    resource: Vec<u8>,
+    resources: ResourceSet,
     started: tokio::time::Instant,
-    /// The last error each node reported for this operation.
+    /// The last error each node reported for this operation; empty (not
+    /// allocated) until the first one.
     errors: Vec<Option<NodeError>>,
 }
 
@@ -153,7 +192,9 @@ pub(crate) struct Driver {
     nodes: Vec<Node>,
     tls: Option<Arc<ClientConfig>>,
     node_timeout: Duration,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: Arc<Queue>,
+    /// The batch of commands being started (kept empty between batches).
+    incoming: VecDeque<Command>,
     io_tx: mpsc::Sender<IoEvent>,
     io_rx: mpsc::Receiver<IoEvent>,
     pending: HashMap<OpId, Pending>,
@@ -161,6 +202,10 @@ pub(crate) struct Driver {
     buf: Vec<u8>,
     /// Read buffer for the sockets the driver reads itself.
     rbuf: Vec<u8>,
+    /// Commands waiting for an operation slot.
+    backlog: Backlog<Command>,
+    /// Handles waiting for the driver to be idle, with their deadlines.
+    flushes: Vec<(oneshot::Sender<bool>, tokio::time::Instant)>,
 }
 
 /// Transmit buffer: several pipelined commands per write.
@@ -177,7 +222,7 @@ impl Driver {
         clock: Clock,
         urls: Vec<NodeUrl>,
         tls: Option<Arc<ClientConfig>>,
-        commands: mpsc::UnboundedReceiver<Command>,
+        commands: Arc<Queue>,
     ) -> Driver {
         let (io_tx, io_rx) = mpsc::channel(256);
         let node_timeout = core.config().node_timeout;
@@ -200,71 +245,121 @@ impl Driver {
             tls,
             node_timeout,
             commands,
+            incoming: VecDeque::new(),
             io_tx,
             io_rx,
             pending: HashMap::new(),
             acquires: HashMap::new(),
             buf: vec![0; TX_BUF],
             rbuf: vec![0; RX_BUF],
+            backlog: Backlog::default(),
+            flushes: Vec::new(),
         }
+    }
+
+    /// Whether nothing is in flight: no handle waits, nothing is parked,
+    /// and the core has no request left (late replies, owed undos) either.
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.backlog.is_empty() && self.core.operations_in_flight() == 0
+    }
+
+    /// Answers the flushes that are done (idle) or due.
+    fn answer_flushes(&mut self) {
+        if self.flushes.is_empty() {
+            return;
+        }
+        let idle = self.idle();
+        let now = tokio::time::Instant::now();
+        let mut waiting = Vec::new();
+        for (reply, until) in self.flushes.drain(..) {
+            if idle || until <= now || reply.is_closed() {
+                let _ = reply.send(idle);
+            } else {
+                waiting.push((reply, until));
+            }
+        }
+        self.flushes = waiting;
     }
 
     /// Runs until every handle is dropped and the operations in progress are
     /// done (or [`LINGER`] has passed).
     pub(crate) async fn run(mut self) {
         let mut closing: Option<tokio::time::Instant> = None;
-        let mut spins = 0u32;
+        // Consecutive due timeouts that handling did not move.
+        let mut stuck = 0u32;
+        // One timer for the whole run, moved to each new deadline: a fresh
+        // `sleep` per loop would register a timer each time, and one earlier
+        // than the runtime's next wake-up wakes its I/O driver (an eventfd
+        // write and an extra epoll round) on every command.
+        let timer = tokio::time::sleep(Duration::from_secs(86_400));
+        tokio::pin!(timer);
         loop {
+            // Every command queued since the last batch starts now, then one
+            // drain: commands for one node leave in one write.
+            if closing.is_none() {
+                self.take_commands(&mut closing);
+            }
             self.drain();
+            self.answer_flushes();
             if let Some(until) = closing {
-                if self.core.operations_in_flight() == 0 || tokio::time::Instant::now() >= until {
+                let idle = self.core.operations_in_flight() == 0 && self.backlog.is_empty();
+                if idle || tokio::time::Instant::now() >= until {
                     break;
                 }
             }
-            // Timer first: never sleep past a deadline that is already due.
-            let timeout = self.core.poll_timeout();
+            // Timer first: a deadline already due is handled before anything
+            // sleeps. Then the loop still goes through the select below, so
+            // commands and sockets are served between timers even when many
+            // retry timers come due one after another (before, up to 1000
+            // due timers in a row were handled without looking at them: an
+            // extension could wait behind a flood of acquires' retries).
             let now = self.clock.now();
-            if let Some(t) = timeout {
-                if t <= now {
-                    spins += 1;
-                    if spins < 1000 {
-                        self.core.handle_timeout(now);
-                        continue;
-                    }
-                    // A deadline that handling does not move would be a core
-                    // bug; never spin on it.
-                    if spins == 1000 {
+            if let Some(t) = self.core.poll_timeout().filter(|t| *t <= now) {
+                if stuck < 1000 {
+                    self.core.handle_timeout(now);
+                    self.drain();
+                }
+                if self.core.poll_timeout() == Some(t) {
+                    stuck += 1;
+                    // A deadline that handling does not move would be a
+                    // core bug; never spin on it.
+                    if stuck == 1000 {
                         warn!("the core keeps asking for an immediate timeout");
                     }
+                } else {
+                    stuck = 0;
                 }
+            } else {
+                stuck = 0;
             }
-            let timeout = if spins >= 1000 {
+            let timeout = self.core.poll_timeout();
+            let timeout = if stuck >= 1000 {
                 Some(now + Duration::from_millis(1))
             } else {
                 timeout
             };
-            let sleep_until = match (timeout, closing) {
-                (Some(t), Some(c)) => Some(self.clock.at(t).min(c)),
-                (Some(t), None) => Some(self.clock.at(t)),
-                (None, c) => c,
-            };
+            let waiting = self.backlog.next_deadline().map(|d| {
+                tokio::time::Instant::now() + d.saturating_duration_since(std::time::Instant::now())
+            });
+            let flush_due = self.flushes.iter().map(|(_, until)| *until).min();
+            let sleep_until = [
+                timeout.map(|t| self.clock.at(t)),
+                closing,
+                waiting,
+                flush_due,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if let Some(at) = sleep_until {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+            }
+            let commands = Arc::clone(&self.commands);
             tokio::select! {
-                cmd = self.commands.recv(), if closing.is_none() => match cmd {
-                    Some(cmd) => {
-                        self.command(cmd);
-                        // Take whatever else is queued before draining.
-                        for _ in 0..64 {
-                            match self.commands.try_recv() {
-                                Ok(cmd) => self.command(cmd),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    None => {
-                        debug!("every handle dropped: finishing operations in progress");
-                        closing = Some(tokio::time::Instant::now() + LINGER);
-                    }
-                },
+                // Taken at the top of the loop, after the yield below.
+                () = commands.ready(), if closing.is_none() => {}
                 () = readable(&self.nodes) => self.read_sockets(),
                 Some(ev) = self.io_rx.recv() => {
                     self.io(ev);
@@ -275,11 +370,26 @@ impl Driver {
                         }
                     }
                 }
-                _ = sleep(sleep_until) => {
+                () = &mut timer, if sleep_until.is_some() => {
                     self.core.handle_timeout(self.clock.now());
                 }
             }
-            spins = 0;
+            // Not waiting for commands any more: until the next wait,
+            // handles queue theirs without waking the driver.
+            self.commands.unregister();
+            // What the input decided goes out now: callers are answered,
+            // writes leave.
+            self.drain();
+            self.answer_flushes();
+            // Let the tasks just answered run before the next batch: they
+            // queue their next commands meanwhile (without waking this
+            // task), and the loop takes them all at once. `yield_now` puts
+            // this task after every other ready task of its worker. Under
+            // load a branch above is always ready, so the select alone would
+            // rarely yield; the tasks this loop woke (a keeper whose
+            // extension just completed) would then wait on this worker for
+            // seconds.
+            tokio::task::yield_now().await;
         }
         for node in &mut self.nodes {
             node.close();
@@ -287,88 +397,273 @@ impl Driver {
         debug!("driver stopped");
     }
 
+    /// Starts every queued command; notes when every handle is gone.
+    fn take_commands(&mut self, closing: &mut Option<tokio::time::Instant>) {
+        let mut batch = std::mem::take(&mut self.incoming);
+        let closed = self.commands.take(&mut batch);
+        for cmd in batch.drain(..) {
+            self.command(cmd);
+        }
+        self.incoming = batch;
+        if closed {
+            // What was queued before the last handle went has just started.
+            debug!("every handle dropped: finishing operations in progress");
+            *closing = Some(tokio::time::Instant::now() + LINGER);
+        }
+    }
+
+    /// Handles one handle's command: starts it in the core, or parks it in
+    /// the backlog when it cannot start now (see [`crate::backlog`]).
     fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Cancel { req } => self.cancel(req),
+            Command::Flush { until, reply } => self.flushes.push((reply, until)),
+            Command::Acquire { .. }
+                if !self.backlog.acquires.is_empty() || !self.acquire_room() =>
+            {
+                self.wait(cmd);
+            }
+            cmd => {
+                if let Some(cmd) = self.try_start(cmd, Duration::ZERO) {
+                    self.wait(cmd);
+                }
+            }
+        }
+    }
+
+    /// The `lock()` future of acquire `req` was dropped before its result.
+    fn cancel(&mut self, req: u64) {
         let now = self.clock.now();
+        let waiting = self
+            .backlog
+            .take_acquires_where(|c| matches!(c, Command::Acquire { req: r, .. } if *r == req));
+        if !waiting.is_empty() {
+            debug!(
+                req,
+                "acquire dropped by its caller while waiting for a slot"
+            );
+            return;
+        }
+        let Some(op) = self.acquires.remove(&req) else {
+            return;
+        };
+        if let Some(p) = self.pending.get_mut(&op) {
+            p.reply = Reply::Orphan;
+        }
+        // `false`: already decided; its event is still to come, and
+        // an `Acquired` for an orphan is released when it arrives.
+        let cancelled = self.core.cancel(op, now);
+        debug!(?op, cancelled, "acquire dropped by its caller");
+    }
+
+    /// Whether acquires may take one more operation slot.
+    fn acquire_room(&self) -> bool {
+        self.core.operations_in_flight() + backlog::reserve(OPS) < OPS
+    }
+
+    /// Calls the core command for `cmd` (an acquire that `waited` for a
+    /// slot keeps its own deadline). Gives the command back when every
+    /// operation slot is taken.
+    fn try_start(&mut self, mut cmd: Command, waited: Duration) -> Option<Command> {
+        let now = self.clock.now();
+        let result = match &mut cmd {
+            Command::Acquire {
+                resources,
+                options,
+                rng,
+                ..
+            } => {
+                let options = AcquireOptions {
+                    retry: backlog::after_waiting(options.retry, waited),
+                    ..*options
+                };
+                self.core.acquire_set(resources, &options, rng, now)
+            }
+            Command::Extend { held, ttl, .. } => match held {
+                Held::Lease(l) => self.core.extend(l, *ttl, now),
+                Held::Token { resources, token } => {
+                    self.core.extend_token_set(resources, token, *ttl, now)
+                }
+            },
+            Command::Release {
+                resources, token, ..
+            } => self.core.release_token_set(resources, token, now),
+            Command::Cancel { .. } | Command::Flush { .. } => return None,
+        };
+        let op = match result {
+            Ok(op) => op,
+            Err(CommandError::TooManyOperations) => return Some(cmd),
+            Err(e) => {
+                match cmd {
+                    Command::Acquire { reply, .. } | Command::Extend { reply, .. } => {
+                        let _ = reply.send(Answer::Lease(Err(Error::Command(e))));
+                    }
+                    Command::Release {
+                        resources, reply, ..
+                    } => {
+                        warn!(resources = %Names(&resources), error = %e, "could not start a release");
+                        if let Some(tx) = reply {
+                            let _ = tx.send(Answer::Release(Err(Error::Command(e))));
+                        }
+                    }
+                    Command::Cancel { .. } | Command::Flush { .. } => {}
+                }
+                return None;
+            }
+        };
         let started = tokio::time::Instant::now();
         match cmd {
             Command::Acquire {
                 req,
-                resource,
-                ttl,
-                retry,
-                mut rng,
+                resources,
                 reply,
+                ..
             } => {
-                let ttl = ttl.unwrap_or(self.core.config().ttl);
-                let retry = retry.unwrap_or(self.core.config().retry);
-                match self
-                    .core
-                    .acquire_with(&resource, ttl, retry, &mut *rng, now)
-                {
-                    Ok(op) => {
-                        trace!(resource = %lossy(&resource), ?op, "acquire started");
-                        self.acquires.insert(req, op);
-                        self.track(op, Reply::Acquire { req, tx: reply }, resource, started);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(Error::Command(e)));
-                    }
-                }
+                trace!(resources = %Names(&resources), ?op, "acquire started");
+                self.acquires.insert(req, op);
+                self.track(op, Reply::Acquire { req, tx: reply }, resources, started);
             }
-            Command::Cancel { req } => {
-                let Some(op) = self.acquires.remove(&req) else {
-                    return;
-                };
-                if let Some(p) = self.pending.get_mut(&op) {
-                    p.reply = Reply::Orphan;
-                }
-                // `false`: already decided; its event is still to come, and
-                // an `Acquired` for an orphan is released when it arrives.
-                let cancelled = self.core.cancel(op, now);
-                debug!(?op, cancelled, "acquire dropped by its caller");
-            }
-            Command::Extend {
-                resource,
-                token,
-                lease,
-                ttl,
-                reply,
-            } => {
-                let result = match &lease {
-                    Some(l) => self.core.extend(l, ttl, now),
-                    None => self.core.extend_token(&resource, &token, ttl, now),
-                };
-                match result {
-                    Ok(op) => self.track(op, Reply::Extend(reply), resource, started),
-                    Err(e) => {
-                        let _ = reply.send(Err(Error::Command(e)));
-                    }
-                }
+            Command::Extend { held, reply, .. } => {
+                let resources = held.resources().clone();
+                self.track(op, Reply::Extend(reply), resources, started)
             }
             Command::Release {
-                resource,
-                token,
-                reply,
-            } => match self.core.release_token(&resource, &token, now) {
-                Ok(op) => self.track(op, Reply::Release(reply), resource, started),
-                Err(e) => {
-                    warn!(resource = %lossy(&resource), error = %e, "could not start a release");
-                    if let Some(tx) = reply {
-                        let _ = tx.send(Err(Error::Command(e)));
-                    }
-                }
-            },
+                resources, reply, ..
+            } => self.track(op, Reply::Release(reply), resources, started),
+            Command::Cancel { .. } | Command::Flush { .. } => {}
+        }
+        None
+    }
+
+    /// Parks `cmd` until a slot frees, bounded by its own deadline.
+    fn wait(&mut self, cmd: Command) {
+        let since = std::time::Instant::now();
+        let config = *self.core.config();
+        let (deadline, acquire) = match &cmd {
+            Command::Acquire { options, .. } => (
+                since + backlog::acquire_budget(&options.retry, self.node_timeout),
+                true,
+            ),
+            Command::Extend {
+                held: Held::Lease(l),
+                ..
+            } => (
+                since + l.deadline().saturating_duration_since(self.clock.now()),
+                false,
+            ),
+            Command::Extend { ttl, .. } => (since + *ttl, false),
+            _ => (since + config.ttl.max(self.node_timeout), false),
+        };
+        debug!(
+            waiting = self.backlog.len() + 1,
+            "no operation slot free for this request: it waits"
+        );
+        let w = backlog::Waiting {
+            req: cmd,
+            since,
+            deadline,
+        };
+        if acquire {
+            self.backlog.acquires.push_back(w);
+        } else {
+            self.backlog.held.push_back(w);
         }
     }
 
-    fn track(&mut self, op: OpId, reply: Reply, resource: Vec<u8>, started: tokio::time::Instant) {
+    /// Starts waiting commands that fit now (extensions and releases first),
+    /// refuses those whose deadline has passed. Whether anything changed.
+    fn admit(&mut self) -> bool {
+        if self.backlog.is_empty() {
+            return false;
+        }
+        let mut changed = false;
+        let now = std::time::Instant::now();
+        for cmd in self.backlog.take_expired(now) {
+            changed = true;
+            let refused = || Error::Command(CommandError::TooManyOperations);
+            match cmd {
+                Command::Acquire { reply, .. } | Command::Extend { reply, .. } => {
+                    let _ = reply.send(Answer::Lease(Err(refused())));
+                }
+                Command::Release {
+                    resources,
+                    reply: Some(tx),
+                    ..
+                } => {
+                    debug!(resources = %Names(&resources), "release found no free slot in time");
+                    let _ = tx.send(Answer::Release(Err(refused())));
+                }
+                Command::Release { resources, .. } => warn!(
+                    resources = %Names(&resources),
+                    "a background release found no free operation slot before its deadline; \
+                     the key expires with its TTL"
+                ),
+                Command::Cancel { .. } | Command::Flush { .. } => {}
+            }
+        }
+        while let Some(backlog::Waiting {
+            req,
+            since,
+            deadline,
+        }) = self.backlog.held.pop_front()
+        {
+            match self.try_start(req, Duration::ZERO) {
+                None => changed = true,
+                Some(req) => {
+                    self.backlog.held.push_front(backlog::Waiting {
+                        req,
+                        since,
+                        deadline,
+                    });
+                    break;
+                }
+            }
+        }
+        if self.backlog.acquires.is_empty() {
+            return changed;
+        }
+        let mut in_flight = self.core.operations_in_flight();
+        while in_flight + backlog::reserve(OPS) < OPS {
+            let Some(backlog::Waiting {
+                req,
+                since,
+                deadline,
+            }) = self.backlog.acquires.pop_front()
+            else {
+                break;
+            };
+            match self.try_start(req, now.saturating_duration_since(since)) {
+                None => {
+                    changed = true;
+                    in_flight += 1;
+                }
+                Some(req) => {
+                    self.backlog.acquires.push_front(backlog::Waiting {
+                        req,
+                        since,
+                        deadline,
+                    });
+                    break;
+                }
+            }
+        }
+        changed
+    }
+
+    fn track(
+        &mut self,
+        op: OpId,
+        reply: Reply,
+        resources: ResourceSet,
+        started: tokio::time::Instant,
+    ) {
         self.pending.insert(
             op,
             Pending {
                 reply,
-                resource,
+                resources,
                 started,
-                errors: vec![None; self.nodes.len()],
+                errors: Vec::new(),
             },
         );
     }
@@ -391,6 +686,9 @@ impl Driver {
                     return;
                 }
                 debug!(node = node.0, url = %n.redacted, "connected");
+                // Whatever went wrong before is over: a later failure must
+                // not be blamed on it.
+                n.last_error = None;
                 n.writer = Some(writer);
                 n.reader = reader;
                 n.tasks.push(writer_task);
@@ -434,7 +732,30 @@ impl Driver {
         let now = self.clock.now();
         for i in 0..self.nodes.len() {
             while let Some(r) = self.nodes[i].reader.as_ref() {
-                let reason = match r.try_read(&mut self.rbuf) {
+                // A read that returns less than the buffer holds emptied the
+                // socket: it is reported to tokio as `WouldBlock` (after
+                // keeping its bytes), which clears the readiness, so the read
+                // that would fail with `WouldBlock` is not made (~9 system
+                // calls per cycle at N = 5). Data arriving later is a new
+                // edge (tokio clears only if no event came meanwhile), and
+                // an end of stream is never cleared: the next read sees it.
+                let buf = &mut self.rbuf;
+                let mut short = 0;
+                let read = r
+                    .as_ref()
+                    .try_io(Interest::READABLE, || match r.try_read(buf) {
+                        Ok(n) if n > 0 && n < buf.len() => {
+                            short = n;
+                            Err(std::io::ErrorKind::WouldBlock.into())
+                        }
+                        other => other,
+                    });
+                let reason = match read {
+                    _ if short > 0 => {
+                        self.core
+                            .handle_input(NodeId(i as u8), &self.rbuf[..short], now);
+                        break;
+                    }
                     Ok(0) => "connection closed by the node".to_string(),
                     Ok(n) => {
                         self.core
@@ -471,7 +792,7 @@ impl Driver {
                 any = true;
                 self.event(event);
             }
-            if !any {
+            if !any && !self.admit() {
                 return;
             }
         }
@@ -492,6 +813,9 @@ impl Driver {
                 debug!(node = node.0, url, ?op, %error, "node failed");
                 match op.and_then(|op| self.pending.get_mut(&op)) {
                     Some(p) => {
+                        if p.errors.is_empty() {
+                            p.errors = vec![None; self.nodes.len()];
+                        }
                         if let Some(slot) = p.errors.get_mut(node.index()) {
                             *slot = Some(error);
                         }
@@ -521,9 +845,9 @@ impl Driver {
                 match p.reply {
                     Reply::Acquire { req, tx } => {
                         self.acquires.remove(&req);
-                        debug!(resource = %lossy(&p.resource), token = ?lease.token(), latency_ms = ms,
+                        debug!(resources = %Names(&p.resources), fence = lease.fence(), latency_ms = ms,
                             validity_ms = lease.remaining(self.clock.now()).as_millis() as u64, "acquired");
-                        if let Err(Ok(lease)) = tx.send(Ok(lease)) {
+                        if let Err(Answer::Lease(Ok(lease))) = tx.send(Answer::Lease(Ok(lease))) {
                             // The caller went away as the result arrived.
                             self.release_orphan(&lease);
                         }
@@ -538,12 +862,12 @@ impl Driver {
                 let ms = p.started.elapsed().as_secs_f64() * 1e3;
                 if let Reply::Acquire { req, tx } = p.reply {
                     self.acquires.remove(&req);
-                    debug!(resource = %lossy(&p.resource), attempts = error.attempts, latency_ms = ms,
+                    debug!(resources = %Names(&p.resources), attempts = error.attempts, latency_ms = ms,
                         error = %error, "acquire failed");
                     let failure = self.failure(error, &p.errors);
-                    let _ = tx.send(Err(Error::acquire_failed(failure)));
+                    let _ = tx.send(Answer::Lease(Err(Error::from_acquire(failure))));
                 } else if error.kind != FailureKind::Cancelled {
-                    debug!(resource = %lossy(&p.resource), error = %error, "orphan acquire failed");
+                    debug!(resources = %Names(&p.resources), error = %error, "orphan acquire failed");
                 }
             }
             Event::Extended { op, lease } => {
@@ -551,19 +875,19 @@ impl Driver {
                     return;
                 };
                 let ms = p.started.elapsed().as_secs_f64() * 1e3;
-                debug!(resource = %lossy(&p.resource), token = ?lease.token(), latency_ms = ms, "extended");
+                debug!(resources = %Names(&p.resources), fence = lease.fence(), latency_ms = ms, "extended");
                 if let Reply::Extend(tx) = p.reply {
-                    let _ = tx.send(Ok(lease));
+                    let _ = tx.send(Answer::Lease(Ok(lease)));
                 }
             }
             Event::Lost { op, error } => {
                 let Some(p) = self.pending.remove(&op) else {
                     return;
                 };
-                warn!(resource = %lossy(&p.resource), error = %error, "extension failed: lock lost");
+                warn!(resources = %Names(&p.resources), error = %error, "extension failed: lock lost");
                 let failure = self.failure(error, &p.errors);
                 if let Reply::Extend(tx) = p.reply {
-                    let _ = tx.send(Err(Error::Lost(failure)));
+                    let _ = tx.send(Answer::Lease(Err(Error::Lost(failure))));
                 }
             }
             Event::Released { op, report } => {
@@ -571,10 +895,26 @@ impl Driver {
                     return;
                 };
                 let ms = p.started.elapsed().as_secs_f64() * 1e3;
-                debug!(resource = %lossy(&p.resource), released = report.released(),
+                debug!(resources = %Names(&p.resources), released = report.released(),
                     not_held = report.not_held(), unanswered = report.unanswered(), latency_ms = ms, "released");
                 if let Reply::Release(Some(tx)) = p.reply {
-                    let _ = tx.send(Ok(report));
+                    let unknown = |kind| {
+                        let error = LockError {
+                            kind,
+                            attempts: 1,
+                            nodes: report.nodes,
+                        };
+                        self.failure(error, &p.errors)
+                    };
+                    let result = match report.verdict() {
+                        ReleaseVerdict::Released => Ok(report),
+                        ReleaseVerdict::NotHeld => Err(Error::NotHeld(report)),
+                        ReleaseVerdict::AuthFailed => {
+                            Err(Error::Auth(unknown(FailureKind::AuthFailed)))
+                        }
+                        _ => Err(Error::Unavailable(unknown(FailureKind::Unavailable))),
+                    };
+                    let _ = tx.send(Answer::Release(result));
                 }
             }
             _ => {}
@@ -583,23 +923,12 @@ impl Driver {
 
     /// Releases a lease nobody is waiting for (its acquire was dropped).
     fn release_orphan(&mut self, lease: &CoreLease) {
-        let now = self.clock.now();
-        match self.core.release(lease, now) {
-            Ok(op) => {
-                debug!(resource = %lossy(lease.resource()), token = ?lease.token(),
-                    "releasing the lease of a dropped acquire");
-                self.track(
-                    op,
-                    Reply::Release(None),
-                    lease.resource().to_vec(),
-                    tokio::time::Instant::now(),
-                );
-            }
-            Err(e) => {
-                warn!(resource = %lossy(lease.resource()), error = %e,
-                    "could not release the lease of a dropped acquire; it expires with its TTL");
-            }
-        }
+        debug!(resources = %Names(lease.resources()), "releasing the lease of a dropped acquire");
+        self.command(Command::Release {
+            resources: lease.resources().clone(),
+            token: *lease.token(),
+            reply: None,
+        });
     }
 
     fn connect(&mut self, node: NodeId) {
@@ -634,7 +963,7 @@ impl Driver {
                 // For a broken link, the transport knows best what happened
                 // (connection refused, TLS rejected, closed by the node).
                 let message = match outcome {
-                    NodeOutcome::Ok | NodeOutcome::Held => None,
+                    NodeOutcome::Ok | NodeOutcome::Held | NodeOutcome::Missing => None,
                     NodeOutcome::Failed(ErrorKind::Disconnected) | NodeOutcome::Pending => {
                         n.last_error.clone().or(op_detail)
                     }
@@ -653,6 +982,9 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // Commands queued from now on, or still queued, are answered with
+        // `DriverStopped` (their reply senders are dropped).
+        self.commands.stop();
         for node in &mut self.nodes {
             node.close();
         }
@@ -675,13 +1007,17 @@ async fn readable(nodes: &[Node]) {
     .await
 }
 
-async fn sleep(until: Option<tokio::time::Instant>) {
-    match until {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
+/// Resource names for logs: `a,b,c`, bytes that are not UTF-8 shown lossily.
+pub(crate) struct Names<'a>(pub(crate) &'a ResourceSet);
 
-pub(crate) fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+impl std::fmt::Display for Names<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}", String::from_utf8_lossy(name))?;
+        }
+        Ok(())
+    }
 }

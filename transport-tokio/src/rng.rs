@@ -63,13 +63,75 @@ impl std::fmt::Debug for Prefilled {
     }
 }
 
+fn os_error(e: getrandom::Error) -> io::Error {
+    io::Error::other(format!("OS random source failed: {e}"))
+}
+
+/// Acquires served by one OS call.
+const POOL_DRAWS: usize = 64;
+
+/// OS random bytes drawn in bulk, [`PREFILL`] at a time: one `getrandom`
+/// call every [`POOL_DRAWS`] acquires instead of one per acquire. Still
+/// cryptographic: every byte comes from the OS and is served once (and
+/// wiped from the pool as it is served). A forked child never serves the
+/// parent's bytes: the pool is refilled when the process id changes.
+struct Pool {
+    buf: [u8; PREFILL * POOL_DRAWS],
+    /// Bytes before this were served (or never filled).
+    pos: usize,
+    /// The process that filled the pool.
+    pid: u32,
+}
+
+impl Pool {
+    fn take(&mut self, out: &mut [u8; PREFILL]) -> io::Result<()> {
+        let pid = std::process::id();
+        if self.pos + PREFILL > self.buf.len() || self.pid != pid {
+            OsRng.try_fill_bytes(&mut self.buf).map_err(os_error)?;
+            self.pos = 0;
+            self.pid = pid;
+        }
+        let served = &mut self.buf[self.pos..self.pos + PREFILL];
+        out.copy_from_slice(served);
+        served.fill(0);
+        self.pos += PREFILL;
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// Boxed on a thread's first acquire (one allocation per thread), so
+    /// that threads that never lock carry no 4 KiB of thread-local storage.
+    static POOL: std::cell::RefCell<Option<Box<Pool>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Fills `out` from this thread's pool; `None` while the thread is being
+/// torn down (its pool is gone).
+fn from_pool(out: &mut [u8; PREFILL]) -> Option<std::io::Result<()>> {
+    POOL.try_with(|p| {
+        p.borrow_mut()
+            .get_or_insert_with(|| {
+                Box::new(Pool {
+                    buf: [0; PREFILL * POOL_DRAWS],
+                    pos: PREFILL * POOL_DRAWS,
+                    pid: 0,
+                })
+            })
+            .take(out)
+    })
+    .ok()
+}
+
 impl Prefilled {
-    /// Draws the bytes from the OS now.
+    /// Fresh bytes from the OS, served from this thread's [`Pool`] (one OS
+    /// call every [`POOL_DRAWS`] acquires).
     pub(crate) fn from_os() -> io::Result<Prefilled> {
         let mut buf = [0u8; PREFILL];
-        OsRng
-            .try_fill_bytes(&mut buf)
-            .map_err(|e| io::Error::other(format!("OS random source failed: {e}")))?;
+        match from_pool(&mut buf) {
+            Some(r) => r?,
+            // The thread is being torn down: straight from the OS.
+            None => OsRng.try_fill_bytes(&mut buf).map_err(os_error)?,
+        }
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&buf[PREFILL - 8..]);
         Ok(Prefilled {
@@ -129,6 +191,18 @@ impl TryCryptoRng for Prefilled {}
 mod tests {
     use super::*;
     use rand_core::Rng;
+
+    #[test]
+    fn the_pool_serves_each_byte_once_and_refills() {
+        // More draws than one fill serves: every draw differs, none is
+        // the wiped (zero) remainder of a served one.
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 * POOL_DRAWS {
+            let bytes = Prefilled::from_os().unwrap().buf;
+            assert_ne!(bytes, [0u8; PREFILL]);
+            assert!(seen.insert(bytes), "a draw was served twice");
+        }
+    }
 
     #[test]
     fn prefilled_gives_distinct_streams_and_never_runs_dry() {
