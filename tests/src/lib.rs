@@ -553,6 +553,58 @@ impl RedisServer {
         run_commands(self.port, &cmds, Duration::from_secs(5))
     }
 
+    /// How many times the server ran `command` (lower case, e.g. `"eval"`)
+    /// since it started or since [`RedisServer::reset_stats`], from
+    /// `INFO commandstats`: how a test tells a one-round fenced acquire (one
+    /// script per node) from a two-round one.
+    ///
+    /// ```no_run
+    /// let s = redlock_tests::RedisServer::start();
+    /// s.command(&["EVAL", "return 1", "0"]);
+    /// assert_eq!(s.calls("eval"), 1);
+    /// ```
+    pub fn calls(&self, command: &str) -> u64 {
+        let Reply::Str(info) = self.command(&["INFO", "commandstats"]) else {
+            panic!("INFO commandstats on port {} gave no text", self.port)
+        };
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().expect("a call count"))
+    }
+
+    /// Resets the server's command statistics (`CONFIG RESETSTAT`).
+    ///
+    /// ```no_run
+    /// let s = redlock_tests::RedisServer::start();
+    /// s.reset_stats();
+    /// assert_eq!(s.calls("eval"), 0);
+    /// ```
+    pub fn reset_stats(&self) {
+        assert_eq!(
+            self.command(&["CONFIG", "RESETSTAT"]),
+            Reply::Str("OK".into())
+        );
+    }
+
+    /// The fence register of `resource` on this server (`{resource}:fence`,
+    /// see `redlock_core::fence_register`), if set.
+    ///
+    /// ```no_run
+    /// let s = redlock_tests::RedisServer::start();
+    /// assert_eq!(s.fence_register("r"), None);
+    /// s.command(&["SET", "{r}:fence", "42"]);
+    /// assert_eq!(s.fence_register("r"), Some(42));
+    /// ```
+    pub fn fence_register(&self, resource: &str) -> Option<u64> {
+        match self.command(&["GET", &format!("{{{resource}}}:fence")]) {
+            Reply::Nil => None,
+            Reply::Str(s) => Some(s.parse().expect("an integer fence register")),
+            other => panic!("fence register of {resource:?}: {other:?}"),
+        }
+    }
+
     /// Suspends the server with SIGSTOP: connections stay open, nothing answers.
     pub fn pause(&self) {
         kill(self.pid(), Signal::SIGSTOP).expect("SIGSTOP redis-server");
@@ -632,6 +684,32 @@ impl Cluster {
     /// Every node's [`RedisServer::url`], in node order.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// Waits (up to `within`) until `key` is absent on every node; returns
+    /// whether it was. Releases are decided at quorum and reach the other
+    /// nodes a moment later on their pipelined connections: this is how a
+    /// test waits for them without a fixed sleep.
+    ///
+    /// ```no_run
+    /// let c = redlock_tests::Cluster::start(3);
+    /// assert!(c.wait_gone("k", std::time::Duration::from_secs(1)));
+    /// ```
+    pub fn wait_gone(&self, key: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let gone = self
+                .nodes
+                .iter()
+                .all(|n| n.try_command_in_db(0, &["EXISTS", key]).ok() != Some(Reply::Int(1)));
+            if gone {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
     }
 }
 
@@ -793,3 +871,9 @@ impl fmt::Display for Reply {
         }
     }
 }
+
+// The repository README's Rust examples compile (doctests of this crate,
+// which has both transports as dev-dependencies).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct RootReadmeDoctests;

@@ -14,7 +14,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use redis_protocol::resp2::decode::decode;
-use redlock_core::{EXTEND_SCRIPT, EXTEND_SHA, RELEASE_SCRIPT, RELEASE_SHA};
+use redlock_core::{
+    ACQUIRE_SCRIPT, EXTEND_SCRIPT, EXTEND_SHA, FENCE_WRITE_SCRIPT, RELEASE_SCRIPT, RELEASE_SHA,
+};
 use redlock_sim::node::SimNode;
 use redlock_tests::RedisServer;
 
@@ -65,7 +67,10 @@ fn generate(rng: &mut Rng) -> (Vec<String>, Option<u64>) {
     let ttl = (100 + 50 * (rng.next() % 6)).to_string();
     let ttl_ms = ttl.parse().ok();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    match rng.next() % 16 {
+    let tok = tok.to_string();
+    let tok = tok.as_str();
+    let p = rng.pick(&["5", "50", "500"]);
+    match rng.next() % 26 {
         0..=3 => (s(&["SET", key, tok, "NX", "PX", &ttl]), ttl_ms),
         4 => (s(&["SET", key, tok, "PX", &ttl]), ttl_ms),
         5 => (s(&["GET", key]), None),
@@ -80,7 +85,61 @@ fn generate(rng: &mut Rng) -> (Vec<String>, Option<u64>) {
         11 => (s(&["SCRIPT", "FLUSH"]), None),
         12 | 13 => (s(&["PTTL", key]), None),
         14 => (s(&["EXISTS", key]), None),
-        _ => (s(&["DEL", key]), None),
+        15 => (s(&["DEL", key]), None),
+        // Multi-resource and fencing scripts (keys a, b; registers {a}:fence, {b}:fence).
+        16 | 17 => (
+            s(&["EVAL", ACQUIRE_SCRIPT, "2", "a", "b", tok, &ttl]),
+            ttl_ms,
+        ),
+        18 | 19 => (
+            s(&[
+                "EVAL",
+                ACQUIRE_SCRIPT,
+                "4",
+                "a",
+                "b",
+                "{a}:fence",
+                "{b}:fence",
+                tok,
+                &ttl,
+                p,
+            ]),
+            ttl_ms,
+        ),
+        20 => (
+            s(&[
+                "EVAL",
+                ACQUIRE_SCRIPT,
+                "2",
+                key,
+                &format!("{{{key}}}:fence"),
+                tok,
+                &ttl,
+                p,
+            ]),
+            ttl_ms,
+        ),
+        21 => (
+            s(&[
+                "EVAL",
+                FENCE_WRITE_SCRIPT,
+                "4",
+                "a",
+                "b",
+                "{a}:fence",
+                "{b}:fence",
+                tok,
+                p,
+            ]),
+            None,
+        ),
+        22 => (s(&["EVAL", RELEASE_SCRIPT, "2", "a", "b", tok]), None),
+        23 => (
+            s(&["EVAL", EXTEND_SCRIPT, "2", "a", "b", tok, &ttl]),
+            ttl_ms,
+        ),
+        24 => (s(&["GET", rng.pick(&["{a}:fence", "{b}:fence"])]), None),
+        _ => (s(&["DEL", rng.pick(&["{a}:fence", "{b}:fence"])]), None),
     }
 }
 
@@ -192,6 +251,42 @@ fn sim_node_agrees_on_errors_and_edge_cases() {
         vec!["EXISTS", "k", "k", "zz"],
         vec!["DEL", "k", "zz"],
         vec!["AUTH", "nopass"],
+        vec!["SET", "{g}:fence", "garbage"],
+        vec![
+            "EVAL",
+            ACQUIRE_SCRIPT,
+            "2",
+            "g",
+            "{g}:fence",
+            "t",
+            "1000",
+            "5",
+        ],
+        vec!["EXISTS", "g"],
+        vec!["SET", "{h}:fence", "9007199254740991"],
+        vec![
+            "EVAL",
+            ACQUIRE_SCRIPT,
+            "2",
+            "h",
+            "{h}:fence",
+            "t",
+            "1000",
+            "5",
+        ],
+        vec![
+            "EVAL",
+            FENCE_WRITE_SCRIPT,
+            "2",
+            "h",
+            "{h}:fence",
+            "t",
+            "9007199254740991",
+        ],
+        vec!["GET", "{h}:fence"],
+        vec!["EVAL", EXTEND_SCRIPT, "2", "h", "zz", "t", "1000"],
+        vec!["EVAL", RELEASE_SCRIPT, "2", "h", "zz", "t"],
+        vec!["EVAL", RELEASE_SCRIPT, "2", "h", "zz", "t"],
     ];
     for args in cases {
         let bytes = resp(&args);

@@ -12,7 +12,6 @@ const NODE_TIMEOUT: Duration = Duration::from_millis(100);
 fn client(urls: &[String]) -> Client {
     Client::builder()
         .nodes(urls)
-        .unwrap()
         .ttl(Duration::from_secs(2))
         .node_timeout(NODE_TIMEOUT)
         .retry(RetryPolicy {
@@ -44,10 +43,10 @@ fn acquire_release_roundtrip() {
         assert!(pttl > 1000 && pttl <= 2000, "{pttl}");
     }
     let report = lease.release().unwrap();
-    assert_eq!(report.released(), 3);
-    for n in &cluster.nodes {
-        assert_eq!(get(n, "res"), Reply::Nil);
-    }
+    // Decided at quorum; the third node gets its release just after.
+    assert!(report.released() >= 2, "{report:?}");
+    assert_eq!(report.verdict(), redlock_core::ReleaseVerdict::Released);
+    assert!(cluster.wait_gone("res", Duration::from_secs(1)));
 }
 
 #[test]
@@ -67,7 +66,6 @@ fn mutual_exclusion_under_contention() {
             thread::spawn(move || {
                 let c = Client::builder()
                     .nodes(&urls)
-                    .unwrap()
                     .ttl(Duration::from_secs(2))
                     .node_timeout(Duration::from_millis(200))
                     .retry(RetryPolicy {
@@ -231,10 +229,15 @@ fn garbage_only_node_gives_named_error() {
         let msg = err.to_string();
         eprintln!("{mode:?}: {msg}");
         assert!(msg.contains(&garbage.url()), "{mode:?}: {msg}");
-        // Release of a token through garbage: no panic, no hang.
+        // Release of a token through garbage: no panic, no hang, and
+        // "unknown", never a success.
         let token = redlock_std::Token::from_bytes(b"abc").unwrap();
-        let report = c.release_token("x", &token).unwrap();
-        assert_eq!(report.released(), 0);
+        match c.release_token("x", &token) {
+            Err(Error::Unavailable(f)) => {
+                assert!(f.to_string().contains(&garbage.url()), "{mode:?}: {f}")
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
     }
 }
 
@@ -297,7 +300,12 @@ fn keep_extends_past_ttl() {
     let c = client(&cluster.urls());
     let other = client(&cluster.urls());
     let lease = c
-        .lock_with("kept", Duration::from_secs(1), RetryPolicy::none())
+        .lock_with(
+            "kept",
+            &redlock_std::LockOptions::new()
+                .ttl(Duration::from_secs(1))
+                .retry(RetryPolicy::none()),
+        )
         .unwrap();
     let keeper = c.keep(lease);
     let t = Instant::now();
@@ -323,7 +331,6 @@ fn with_lock_extends_and_returns() {
     let cluster = Cluster::start(3);
     let c = Client::builder()
         .nodes(cluster.urls())
-        .unwrap()
         .ttl(Duration::from_secs(1))
         .node_timeout(NODE_TIMEOUT)
         .build()
@@ -350,7 +357,6 @@ fn loss_signal_when_majority_dies() {
     let cluster = Cluster::start(5);
     let c = Client::builder()
         .nodes(cluster.urls())
-        .unwrap()
         .ttl(Duration::from_secs(1))
         .node_timeout(NODE_TIMEOUT)
         .build()
@@ -362,7 +368,7 @@ fn loss_signal_when_majority_dies() {
             n.kill();
         }
         // The next extension is at ~1/3 of the validity: it must fail.
-        let lost = guard.wait_lost(Duration::from_secs(5));
+        let lost = guard.wait_timeout(Duration::from_secs(5));
         assert!(lost, "loss not signalled");
         t.elapsed()
     });
@@ -376,15 +382,23 @@ fn stale_token_never_deletes_other_holder() {
     let cluster = Cluster::start(3);
     let c = client(&cluster.urls());
     let lease = c
-        .lock_with("st", Duration::from_millis(300), RetryPolicy::none())
+        .lock_with(
+            "st",
+            &redlock_std::LockOptions::new()
+                .ttl(Duration::from_millis(300))
+                .retry(RetryPolicy::none()),
+        )
         .unwrap();
     let stale = *lease.token();
     let _ = lease.forget();
     thread::sleep(Duration::from_millis(400));
     let second = c.try_lock("st").unwrap();
-    let report = c.release_token("st", &stale).unwrap();
+    let report = match c.release_token("st", &stale) {
+        Err(Error::NotHeld(report)) => report,
+        other => panic!("a stale token's release must be NotHeld: {other:?}"),
+    };
     assert_eq!(report.released(), 0);
-    assert_eq!(report.not_held(), 3);
+    assert!(report.not_held() >= 2, "{report:?}");
     for n in &cluster.nodes {
         assert_eq!(get(n, "st"), Reply::Str(second.token().as_str().into()));
     }
@@ -427,13 +441,20 @@ fn lease_drop_releases() {
         assert!(t.elapsed() < Duration::from_secs(2), "drop did not release");
         thread::sleep(Duration::from_millis(10));
     }
-    // Dropping the last client right after a lease still releases.
+    // Dropping the last client right after a lease still releases (in the
+    // background: the drop does not wait).
     let c2 = client(&cluster.urls());
     let lease = c2.lock("dropped2").unwrap();
     drop(c2);
     drop(lease);
-    for n in &cluster.nodes {
-        assert_eq!(get(n, "dropped2"), Reply::Nil);
+    let t = Instant::now();
+    while !cluster
+        .nodes
+        .iter()
+        .all(|n| get(n, "dropped2") == Reply::Nil)
+    {
+        assert!(t.elapsed() < Duration::from_secs(2), "drop did not release");
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -490,7 +511,6 @@ fn tls_node() {
     let ca = server.tls().unwrap().ca_pem.clone();
     let c = Client::builder()
         .node(&url)
-        .unwrap()
         .ttl(Duration::from_secs(2))
         .node_timeout(Duration::from_millis(500))
         .tls_ca_pem(&ca)
@@ -506,7 +526,6 @@ fn tls_node() {
     // Without the CA, the certificate is refused and the error says so.
     let c = Client::builder()
         .node(&url)
-        .unwrap()
         .ttl(Duration::from_secs(2))
         .node_timeout(Duration::from_millis(500))
         .retry(RetryPolicy::none())
@@ -538,9 +557,37 @@ fn ipv6_host() {
 #[test]
 fn bad_inputs_are_typed_errors() {
     assert!(matches!(
-        Client::builder().node("redis://u:secretpw@h:99999"),
+        Client::builder().node("redis://u:secretpw@h:99999").build(),
         Err(Error::Url { ref url, .. }) if !url.contains("secretpw")
     ));
+    let e = Client::builder()
+        .node("127.0.0.1:6379")
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "bad node URL 127.0.0.1:6379: no scheme: add redis:// (or rediss:// for TLS) in front, \
+         as in redis://127.0.0.1:6379"
+    );
+    let twice = Client::builder()
+        .nodes(["redis://h:7000/0", "redis://u:pw@H:7000/1"])
+        .build()
+        .unwrap_err();
+    match &twice {
+        Error::DuplicateNode { first, second } => {
+            assert_eq!(
+                (first.as_str(), second.as_str()),
+                ("redis://h:7000", "redis://u:***@H:7000/1")
+            )
+        }
+        other => panic!("{other}"),
+    }
+    assert!(!twice.to_string().contains("pw@"), "{twice}");
+    assert!(Client::builder()
+        .nodes(["redis://127.0.0.1:1/0", "redis://127.0.0.1:1/1"])
+        .allow_same_server_twice()
+        .build()
+        .is_ok());
     assert!(matches!(Client::builder().build(), Err(Error::Config(_))));
     let server = RedisServer::start();
     let c = client(&[server.url()]);
@@ -562,7 +609,6 @@ fn cancelled_acquire_leaves_no_partial_lock() {
     cluster.nodes[2].pause();
     let client = Client::builder()
         .nodes(cluster.urls())
-        .unwrap()
         .ttl(Duration::from_secs(10))
         .node_timeout(Duration::from_secs(3))
         .build()
@@ -574,8 +620,9 @@ fn cancelled_acquire_leaves_no_partial_lock() {
         thread::spawn(move || {
             client.lock_cancellable(
                 "cancel:r",
-                Duration::from_secs(10),
-                RetryPolicy::none(),
+                &redlock_std::LockOptions::new()
+                    .ttl(Duration::from_secs(10))
+                    .retry(RetryPolicy::none()),
                 &cancel,
             )
         })
@@ -586,7 +633,7 @@ fn cancelled_acquire_leaves_no_partial_lock() {
             .command(&["GET", "cancel:r"])
             .as_str()
             .map(str::len),
-        Some(40),
+        Some(redlock_core::ATTEMPT_TOKEN_LEN),
         "node 0 said OK"
     );
     cancel.cancel();

@@ -73,7 +73,7 @@ fn embedded_lock_extend_release() {
         Err(EmbeddedError::Busy(_))
     ));
     let report = c.release(&lease).unwrap();
-    assert_eq!(report.released(), 3);
+    assert!(report.released() >= 2, "decided at quorum: {report:?}");
     other.lock(b"emb", &mut OsRng).unwrap();
 }
 
@@ -95,4 +95,64 @@ fn embedded_minority_garbage_and_dead() {
     let err = c.lock(b"emb3", &mut OsRng).unwrap_err();
     assert!(matches!(err, EmbeddedError::Unavailable(_)), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+fn connect(url: &str) -> FromStd<TcpStream> {
+    let url = NodeUrl::parse(url).unwrap();
+    let s = TcpStream::connect((url.host.as_str(), url.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
+    s.set_nodelay(true).unwrap();
+    FromStd::new(s)
+}
+
+/// 16.8: a socket handed over while the node's link is up replaces the old
+/// connection properly: the handshake (AUTH, SELECT) runs on the new socket.
+#[test]
+fn set_socket_on_a_live_link_handshakes_again() {
+    let server = redlock_tests::RedisServer::start_with(redlock_tests::ServerOptions {
+        requirepass: Some("emb-pw".into()),
+        ..Default::default()
+    });
+    let url = server.url_with(None, Some("emb-pw"), 3);
+    let mut c = client(std::slice::from_ref(&url));
+    let lease = c.lock(b"swap", &mut OsRng).unwrap();
+    c.release(&lease).unwrap();
+    assert!(!c.needs_socket(0));
+    c.set_socket(0, connect(&url));
+    let lease = c
+        .lock(b"swap", &mut OsRng)
+        .expect("the new socket was authenticated");
+    let token = Reply::Str(lease.token().as_str().into());
+    assert_eq!(server.command_in_db(3, &["GET", "swap"]), token);
+    assert_eq!(server.command(&["GET", "swap"]), Reply::Nil, "not in db 0");
+    assert_eq!(c.release(&lease).unwrap().released(), 1);
+}
+
+/// 16.8: replies still owed by the old socket are never matched against
+/// requests written to the new one.
+#[test]
+fn set_socket_drops_what_the_old_socket_owed() {
+    let cluster = Cluster::start(3);
+    let urls = cluster.urls();
+    let mut c = client(&urls);
+    let warm = c.lock(b"warm", &mut OsRng).unwrap();
+    c.release(&warm).unwrap();
+    // Node 0 goes silent: its SET and release are written, never answered.
+    cluster.nodes[0].pause();
+    let lease = c.lock(b"owed", &mut OsRng).unwrap();
+    assert_eq!(c.release(&lease).unwrap().released(), 2);
+    cluster.nodes[0].resume();
+    c.set_socket(0, connect(&urls[0]));
+    let lease = c.lock(b"owed2", &mut OsRng).unwrap();
+    let report = c.release(&lease).unwrap();
+    // Decided at quorum: a mismatched reply would have failed a node instead.
+    assert!(report.released() >= 2, "{report:?}");
+    assert!(
+        report
+            .nodes
+            .iter()
+            .all(|(_, o)| !matches!(o, redlock_core::NodeOutcome::Failed(_))),
+        "{report:?}"
+    );
+    assert!(cluster.wait_gone("owed2", Duration::from_secs(1)));
 }

@@ -21,7 +21,6 @@ async fn uncontended_acquire_release_latency_on_five_nodes() {
     let cluster = Cluster::start(5);
     let client = Client::builder()
         .nodes(cluster.urls())
-        .unwrap()
         .ttl(Duration::from_secs(10))
         .retry(RetryPolicy::none())
         .build()

@@ -12,7 +12,6 @@ use redlock_tokio::{Client, Error, RetryPolicy};
 fn client(urls: &[String], ttl_ms: u64) -> Client {
     Client::builder()
         .nodes(urls)
-        .unwrap()
         .ttl(Duration::from_millis(ttl_ms))
         .node_timeout(Duration::from_millis(200))
         .retry(RetryPolicy::none())
@@ -72,10 +71,8 @@ async fn lock_sets_token_on_every_node_and_release_removes_it() {
         assert!(pttl > 9_000 && pttl <= 10_000, "{pttl}");
     }
     let report = lease.release().await.unwrap();
-    assert_eq!(report.released(), 3);
-    for node in &cluster.nodes {
-        assert_eq!(get(node, "tokio:basic"), Reply::Nil);
-    }
+    assert!(report.released() >= 2, "decided at quorum: {report:?}");
+    assert!(cluster.wait_gone("tokio:basic", Duration::from_secs(1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +104,7 @@ async fn dropped_lease_is_released_and_forgotten_lease_is_kept() {
         .release_token("tokio:forget", forgotten.token())
         .await
         .unwrap();
-    assert_eq!(report.released(), 3);
+    assert!(report.released() >= 2, "decided at quorum: {report:?}");
 }
 
 /// Many tasks (over several clients) do a non-atomic read-modify-write of a
@@ -120,7 +117,6 @@ async fn mutual_exclusion_under_contention_loses_no_update() {
         .map(|_| {
             Client::builder()
                 .nodes(cluster.urls())
-                .unwrap()
                 .ttl(Duration::from_secs(5))
                 .node_timeout(Duration::from_millis(200))
                 .retry(RetryPolicy {
@@ -201,9 +197,13 @@ async fn hundreds_of_concurrent_locks_share_one_connection_per_node() {
     }
     let releases: Vec<_> = leases.into_iter().map(|l| l.release()).collect();
     for r in futures_join(releases).await {
-        assert_eq!(r.unwrap().released(), 3);
+        assert!(r.unwrap().released() >= 2);
     }
     for node in &cluster.nodes {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while node.command(&["DBSIZE"]) != Reply::Int(0) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         assert_eq!(node.command(&["DBSIZE"]), Reply::Int(0));
     }
 }
@@ -248,7 +248,12 @@ async fn key_set_by_another_client_is_respected() {
         wait: None,
     };
     match c
-        .lock_with("tokio:other", Duration::from_secs(5), retry)
+        .lock_with(
+            "tokio:other",
+            &redlock_tokio::LockOptions::new()
+                .ttl(Duration::from_secs(5))
+                .retry(retry),
+        )
         .await
     {
         Err(Error::Busy(f)) => assert_eq!(f.error.attempts, 3),
@@ -264,9 +269,12 @@ async fn stale_token_release_never_deletes_another_holders_key() {
     let old = a.lock("tokio:stale").await.unwrap().forget();
     tokio::time::sleep(Duration::from_millis(400)).await; // expired
     let held = b.lock("tokio:stale").await.unwrap();
-    let report = a.release_token("tokio:stale", old.token()).await.unwrap();
+    let report = match a.release_token("tokio:stale", old.token()).await {
+        Err(Error::NotHeld(report)) => report,
+        other => panic!("a stale token's release must be NotHeld: {other:?}"),
+    };
     assert_eq!(report.released(), 0);
-    assert_eq!(report.not_held(), 3);
+    assert!(report.not_held() >= 2, "{report:?}");
     let want = Reply::Str(held.token().as_str().into());
     for node in &cluster.nodes {
         assert_eq!(settled(node, 0, "tokio:stale", &want).await, want);
@@ -320,7 +328,7 @@ async fn extension_keeps_the_lock_past_its_ttl() {
         Err(Error::Busy(_))
     ));
     let report = guard.release().await.unwrap();
-    assert_eq!(report.released(), 3);
+    assert!(report.released() >= 2, "decided at quorum: {report:?}");
 
     // with_lock: the work outlives the TTL, the lock holds throughout.
     let out = c
@@ -421,7 +429,6 @@ async fn dropped_lock_futures_leave_no_partial_lock() {
     // Long TTL: a leaked key would still be there at the check.
     let c = Client::builder()
         .nodes(cluster.urls())
-        .unwrap()
         .ttl(Duration::from_secs(60))
         .node_timeout(Duration::from_millis(200))
         .retry(RetryPolicy {
@@ -527,9 +534,35 @@ async fn dropped_lock_futures_leave_no_partial_lock() {
 async fn bad_input_is_a_typed_error() {
     let err = Client::builder()
         .node("redis://u:topsecret@host:0")
+        .build()
         .unwrap_err();
     assert!(matches!(err, Error::Url { .. }));
     assert!(!err.to_string().contains("topsecret"), "{err}");
+    let e = Client::builder()
+        .node("127.0.0.1:6379")
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "bad node URL 127.0.0.1:6379: no scheme: add redis:// (or rediss:// for TLS) in front, \
+         as in redis://127.0.0.1:6379"
+    );
+    let twice = Client::builder()
+        .nodes(["redis://h:7000/0", "redis://u:pw@H:7000/1"])
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&twice, Error::DuplicateNode { first, second }
+            if first == "redis://h:7000" && second == "redis://u:***@H:7000/1"),
+        "{twice}"
+    );
+    // A bad CA is reported even without TLS nodes.
+    let err = Client::builder()
+        .node("redis://127.0.0.1:1")
+        .tls_ca_pem(b"not a pem")
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Io(_)), "{err}");
     assert!(matches!(
         Client::builder().build(),
         Err(Error::Config(redlock_tokio::core::ConfigError::NoNodes))
@@ -542,20 +575,23 @@ async fn bad_input_is_a_typed_error() {
     ));
     // TTL below drift + node timeout.
     assert!(matches!(
-        c.lock_with("r", Duration::from_millis(1), RetryPolicy::none())
-            .await,
+        c.lock_with(
+            "r",
+            &redlock_tokio::LockOptions::new()
+                .ttl(Duration::from_millis(1))
+                .retry(RetryPolicy::none())
+        )
+        .await,
         Err(Error::Command(_))
     ));
     let err = Client::builder()
         .node("redis://127.0.0.1:1")
-        .unwrap()
         .ttl(Duration::from_millis(1))
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
     let err = Client::builder()
         .node("rediss://127.0.0.1:1")
-        .unwrap()
         .tls_ca_pem(b"not a pem")
         .build()
         .unwrap_err();
@@ -566,7 +602,6 @@ async fn bad_input_is_a_typed_error() {
 fn build_outside_a_runtime_is_an_error_not_a_panic() {
     let err = Client::builder()
         .node("redis://127.0.0.1:1")
-        .unwrap()
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::Io(_)), "{err}");

@@ -1,13 +1,14 @@
 //! redlock-tokio's `tracing` output, captured at TRACE level through a
 //! whole lock life (auth, acquire, contention, extension, loss of a node,
-//! release), never contains a password or a full token.
+//! release), never contains a password or a full token; the spans of a
+//! fenced lock carry its fence.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redlock_tests::{Cluster, ServerOptions};
-use redlock_tokio::{Client, Error, RetryPolicy};
+use redlock_tokio::{Client, Error, LockOptions, RetryPolicy};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -76,7 +77,6 @@ async fn logs_never_contain_a_password_or_a_full_token() {
     );
     let client = Client::builder()
         .nodes(cluster.urls())
-        .unwrap()
         .ttl(Duration::from_millis(600))
         .node_timeout(Duration::from_millis(100))
         .retry(RetryPolicy::none())
@@ -92,6 +92,15 @@ async fn logs_never_contain_a_password_or_a_full_token() {
         Err(Error::Busy(_))
     ));
     lease.release().await.unwrap();
+
+    // A fenced lock, then kept: its spans name the fence.
+    let fenced = client
+        .lock_with(["trace:f", "trace:g"], &LockOptions::new().fenced())
+        .await
+        .unwrap();
+    tokens.push(*fenced.token());
+    let fence = fenced.fence().unwrap();
+    client.keep(fenced).release().await.unwrap();
 
     let guard = client.lock_and_keep("trace:b").await.unwrap();
     tokens.push(guard.token());
@@ -109,8 +118,7 @@ async fn logs_never_contain_a_password_or_a_full_token() {
 
     // Wrong password, from another client.
     let wrong = Client::builder()
-        .node(&cluster.nodes[2].url_with(None, Some("wrong-pw-Qq7"), 0))
-        .unwrap()
+        .node(cluster.nodes[2].url_with(None, Some("wrong-pw-Qq7"), 0))
         .retry(RetryPolicy::none())
         .build()
         .unwrap();
@@ -126,6 +134,24 @@ async fn logs_never_contain_a_password_or_a_full_token() {
     }
     assert!(lines.len() > 20, "tracing output captured: {lines:?}");
     assert!(lines.iter().any(|l| l.contains("latency_ms")));
+    assert!(
+        lines.iter().any(|l| l.starts_with("span redlock_lock")
+            && l.contains("resources=trace:f,trace:g")
+            && l.contains("fenced=true")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("record") && l.contains(&format!("fence={fence}"))),
+        "the lock span records the fence it got"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("span redlock_keep") && l.contains(&format!("fence={fence}"))),
+        "the keeper's span carries the fence"
+    );
     assert!(lines
         .iter()
         .any(|l| l.contains("url=redis://:***@127.0.0.1")));

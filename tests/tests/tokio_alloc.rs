@@ -1,0 +1,155 @@
+//! Proves that redlock-tokio's success paths (acquire + release, extend)
+//! make zero heap allocations once warmed up, on real `redis-server` nodes,
+//! with a counting global allocator that counts every thread of the process
+//! (the runtime's workers, where the caller and the driver task run), like
+//! `core/tests/no_alloc.rs` does for the core alone: in `block_on` and in a
+//! task, on a multi-thread runtime and on a current-thread one.
+//!
+//! One test function only: the counter is process-wide, so nothing else
+//! may run while it counts.
+
+#![allow(unsafe_code)] // a global allocator is unsafe by nature; test-only
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redlock_tests::Cluster;
+use redlock_tokio::{Client, RetryPolicy};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCS.load(Ordering::SeqCst)
+}
+
+const NODES: usize = 5;
+const WARM_UP: usize = 200;
+const CYCLES: usize = 1000;
+
+/// Allocations per acquire+release and per extend, after a warm-up.
+async fn measure(client: Client, key: &'static str) -> (usize, usize) {
+    for _ in 0..WARM_UP {
+        let mut lease = client.try_lock(key).await.unwrap();
+        lease.extend(Duration::from_secs(10)).await.unwrap();
+        lease.release().await.unwrap();
+    }
+    assert!(client.flush(Duration::from_secs(5)).await.unwrap());
+
+    let before = allocations();
+    for _ in 0..CYCLES {
+        let lease = client.try_lock(key).await.unwrap();
+        lease.release().await.unwrap();
+    }
+    let cycle = allocations() - before;
+
+    let mut lease = client.try_lock(key).await.unwrap();
+    let before = allocations();
+    for _ in 0..CYCLES {
+        lease.extend(Duration::from_secs(10)).await.unwrap();
+    }
+    let extend = allocations() - before;
+    lease.release().await.unwrap();
+    (cycle, extend)
+}
+
+#[test]
+fn acquire_release_and_extend_allocate_nothing() {
+    // The counter counts, on this thread and on another one (the driver
+    // task may run on another worker): a test that cannot fail proves
+    // nothing.
+    let before = allocations();
+    let v = std::hint::black_box(vec![1u8; 3]);
+    assert!(allocations() > before, "the counter does not count");
+    drop(v);
+    let before = allocations();
+    std::thread::spawn(|| drop(std::hint::black_box(vec![1u8; 3])))
+        .join()
+        .unwrap();
+    let spawned = allocations() - before;
+    assert!(spawned >= 2, "allocations of another thread not counted");
+
+    let cluster = Cluster::start(NODES);
+    let build = || {
+        Client::builder()
+            .nodes(cluster.urls())
+            .ttl(Duration::from_secs(10))
+            // Generous: a reply late under load would be a node failure, whose
+            // error report allocates (and is not the success path).
+            .node_timeout(Duration::from_secs(4))
+            .retry(RetryPolicy::none())
+            .build()
+            .unwrap()
+    };
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut results = Vec::with_capacity(4);
+    // The caller in block_on, the driver on a worker.
+    results.push((
+        "multi-thread, block_on",
+        multi.block_on(async { measure(build(), "alloc:tokio:1").await }),
+    ));
+    // The caller in a task of its own, beside the driver.
+    let task = multi.block_on(async {
+        let client = build();
+        tokio::spawn(measure(client, "alloc:tokio:2"))
+            .await
+            .unwrap()
+    });
+    results.push(("multi-thread, task", task));
+    results.push((
+        "current-thread, block_on",
+        current.block_on(async { measure(build(), "alloc:tokio:3").await }),
+    ));
+    let task = current.block_on(async {
+        let client = build();
+        tokio::spawn(measure(client, "alloc:tokio:4"))
+            .await
+            .unwrap()
+    });
+    results.push(("current-thread, task", task));
+    for (name, (cycle, extend)) in &results {
+        eprintln!(
+            "redlock-tokio, {NODES} nodes, {name}: {:.2} allocations per acquire+release, {:.2} per extend",
+            *cycle as f64 / CYCLES as f64,
+            *extend as f64 / CYCLES as f64
+        );
+    }
+    for (name, (cycle, extend)) in results {
+        assert_eq!(
+            cycle, 0,
+            "{name}: allocations in {CYCLES} acquire+release cycles"
+        );
+        assert_eq!(extend, 0, "{name}: allocations in {CYCLES} extends");
+    }
+}
