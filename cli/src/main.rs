@@ -11,16 +11,16 @@ mod args;
 mod exec;
 mod exit;
 mod lock;
+mod report;
+mod signals;
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use args::{Cli, Command};
+use args::Command;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match args::parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         // clap prints the message (or the help/version) and picks the status:
         // 2 for usage errors, 0 for --help / --version.
@@ -34,31 +34,25 @@ fn main() -> ExitCode {
     let out = Output {
         quiet: cli.common.quiet,
     };
-    let code = match cli.command {
-        Command::Sim(ref sim) => run_sim(sim, cli.common.verbose, &out),
-        Command::Exec {
-            ref resource,
-            ref command,
-        } => lock::with_client(&cli.common, resource, &out, |client| {
-            exec::run(client, resource, command, &out)
-        }),
-        Command::Acquire { ref resource } => {
-            lock::with_client(&cli.common, resource, &out, |client| {
-                lock::acquire(client, resource, &out)
+    let common = &cli.common;
+    let code = match &cli.command {
+        Command::Sim(sim) => run_sim(sim, common.verbose, &out),
+        Command::Exec { resources, command } => {
+            lock::with_client(common, resources, &out, &exec::EXTRA_SIGNALS, |ctx| {
+                exec::run(ctx, command)
             })
         }
-        Command::Extend {
-            ref resource,
-            ref token,
-        } => lock::with_client(&cli.common, resource, &out, |client| {
-            lock::extend(client, &cli.common, resource, token, &out)
-        }),
-        Command::Release {
-            ref resource,
-            ref token,
-        } => lock::with_client(&cli.common, resource, &out, |client| {
-            lock::release(client, resource, token, &out)
-        }),
+        Command::Acquire { resources } => {
+            lock::with_client(common, resources, &out, &[], lock::acquire)
+        }
+        Command::Extend { resources, token } => {
+            lock::with_client(common, resources, &out, &[], |ctx| lock::extend(ctx, token))
+        }
+        Command::Release { resources, token } => {
+            lock::with_client(common, resources, &out, &[], |ctx| {
+                lock::release(ctx, token)
+            })
+        }
     };
     ExitCode::from(code)
 }
@@ -86,7 +80,9 @@ impl Output {
 }
 
 fn init_logging(verbose: u8, quiet: u8) {
-    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = match (verbose, quiet) {
         (_, q) if q >= 2 => LevelFilter::OFF,
         (_, 1) => LevelFilter::ERROR,
@@ -95,11 +91,23 @@ fn init_logging(verbose: u8, quiet: u8) {
         (2, _) => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
+    // The keeper logs a failed extension as a warning; `exec` reports the
+    // loss itself, in one message: show the keeper's only from -vv on.
+    let keeper = if verbose >= 2 {
+        level
+    } else {
+        level.min(LevelFilter::ERROR)
+    };
+    let filter = Targets::new()
+        .with_default(level)
+        .with_target("redlock_std::keep", keeper);
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(level)
+        .with_max_level(LevelFilter::TRACE)
         .with_target(verbose >= 2)
         .with_ansi(false)
+        .finish()
+        .with(filter)
         .try_init();
 }
 
@@ -110,6 +118,11 @@ fn run_sim(sim: &args::SimArgs, verbose: u8, out: &Output) -> u8 {
         nodes: sim.sim_nodes,
         clients: sim.clients,
         unsafe_faults: sim.unsafe_faults.clone(),
+        fencing: if sim.fence {
+            redlock_sim::Choice::Always
+        } else {
+            redlock_sim::Choice::Swarm
+        },
         timeline: sim.timeline.clone(),
         verbose: verbose > 0,
     };

@@ -2,126 +2,22 @@
 //! started by the harness: every exit status of the contract (`CLI.md`),
 //! JSON output, signals, auto-extension and lock loss.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redlock_tests::{
-    free_port, Cluster, GarbageMode, GarbageServer, RedisServer, Reply, ServerOptions,
-};
-
-/// Generous bound on any single invocation (a loaded 2-core machine).
-const LIMIT: Duration = Duration::from_secs(60);
-
-fn redlock() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_redlock"));
-    c.env_remove("REDLOCK_NODES");
-    c
-}
-
-fn node_args(urls: &[String]) -> Vec<String> {
-    urls.iter()
-        .flat_map(|u| ["--node".to_owned(), u.clone()])
-        .collect()
-}
-
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-fn collect(mut child: Child, limit: Duration) -> Run {
-    let start = Instant::now();
-    let mut out = child.stdout.take().expect("stdout piped");
-    let mut err = child.stderr.take().expect("stderr piped");
-    let t_out = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let status = wait_limit(&mut child, limit);
-    Run {
-        code: status.code(),
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-        elapsed: start.elapsed(),
-    }
-}
-
-fn wait_limit(child: &mut Child, limit: Duration) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("redlock did not finish within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
-    let child = redlock()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn redlock");
-    collect(child, LIMIT)
-}
-
-/// `redlock <nodes...> <rest...>`.
-fn run_on(urls: &[String], rest: &[&str]) -> Run {
-    let mut args = node_args(urls);
-    args.extend(rest.iter().map(|s| s.to_string()));
-    run(&args)
-}
-
-fn get(server: &RedisServer, key: &str) -> Option<String> {
-    match server.command(&["GET", key]) {
-        Reply::Nil => None,
-        Reply::Str(s) => Some(s),
-        other => panic!("GET {key}: {other:?}"),
-    }
-}
-
-fn lease_json(run: &Run, resource: &str) -> (String, u64) {
-    let line = run.stdout.trim_end();
-    assert_eq!(line.lines().count(), 1, "exactly one line: {run:?}");
-    let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
-    let obj = v.as_object().expect("a JSON object");
-    assert_eq!(obj.len(), 3, "{line}");
-    assert_eq!(obj["resource"], resource);
-    let token = obj["token"].as_str().expect("token string").to_owned();
-    let validity = obj["validity_ms"].as_u64().expect("validity_ms number");
-    (token, validity)
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn dead_url() -> String {
-    format!("redis://127.0.0.1:{}", free_port())
-}
+use redlock_tests::{Cluster, GarbageMode, GarbageServer, RedisServer, ServerOptions};
+use support::*;
 
 // ---------------------------------------------------------------- usage (2), help (0)
+
+/// The text with every run of white space as one space (help is wrapped).
+fn words(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
 
 #[test]
 fn help_and_version_exit_0_and_document_the_exit_statuses() {
@@ -131,14 +27,37 @@ fn help_and_version_exit_0_and_document_the_exit_statuses() {
         "EXIT STATUS",
         "69",
         "70",
+        "74",
         "75",
         "77",
+        "126",
+        "127",
+        "128+N",
         "REDLOCK_NODES",
+        "no other default",
         "EXAMPLES",
         "exec",
         "1h30m",
+        "--conflict-exit-code",
+        "--nonblock",
+        "a silent node adds at most about 1 s to each attempt",
+        "process group of its own",
+        "parent-death signal",
+        "SIGSTOP of redlock alone",
     ] {
-        assert!(r.stdout.contains(needle), "--help lacks {needle:?}");
+        assert!(words(&r.stdout).contains(needle), "--help lacks {needle:?}");
+    }
+    let r = run(&["exec", "--help"]);
+    for needle in [
+        "process group of its own",
+        "SIGKILL",
+        "until the last of them has ended",
+        "checked before CMD's end",
+    ] {
+        assert!(
+            words(&r.stdout).contains(needle),
+            "exec --help lacks {needle:?}"
+        );
     }
     let r = run(&["--version"]);
     assert_eq!(r.code, Some(0));
@@ -168,6 +87,8 @@ fn usage_errors_exit_2_with_a_message() {
         &["acquire", "-r", ""],                     // empty resource
         &["release", "-r", "r", "--token", ""],     // empty token
         &["sim", "--unsafe", "gremlins"],           // unknown fault
+        &["acquire", "-r", "r"],                    // no node at all
+        &["-n", "127.0.0.1:6379", "acquire", "-r", "r"], // no scheme
     ];
     for args in cases {
         let r = run(args);
@@ -778,13 +699,6 @@ fn signal_while_waiting_for_the_lock_exits_without_running_cmd() {
     let status = wait_limit(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(130));
     assert!(!std::path::Path::new(&marker).exists());
-}
-
-fn tempfile_path(name: &str) -> String {
-    std::env::temp_dir()
-        .join(format!("redlock-cli-test-{}-{name}", std::process::id()))
-        .to_string_lossy()
-        .into_owned()
 }
 
 // ---------------------------------------------------------------- sim
