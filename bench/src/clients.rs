@@ -17,12 +17,22 @@ pub(crate) const TTL: Duration = Duration::from_secs(10);
 /// The implementations, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Impl {
-    /// The minimal raw client of `baseline.rs`.
+    /// The minimal raw client of `baseline.rs`: acquire returns at quorum,
+    /// release waits for every node.
     Baseline,
+    /// The same minimal client returning at quorum for acquire **and**
+    /// release (the rest of the replies are read off the connection later).
+    QuorumMin,
+    /// `lockstep.rs`: one thread, one blocking connection per node, every
+    /// concurrent lock's next command in one write per node, then every
+    /// reply. Concurrency workloads only.
+    LockstepMin,
     /// `rslock` (crates.io, async).
     Rslock,
-    /// `redlock` 2.x (crates.io, blocking).
-    Redlock,
+    /// redlock-rs: the crates.io `redlock` 2.x crate (blocking).
+    RedlockRs,
+    /// node-redlock: npm `redlock` v5 over `ioredis`, run by `node/driver.js`.
+    NodeRedlock,
     /// This project, blocking transport.
     Std,
     /// This project, tokio transport.
@@ -30,21 +40,65 @@ pub(crate) enum Impl {
 }
 
 impl Impl {
-    pub(crate) const ALL: [Impl; 5] = [
+    pub(crate) const ALL: [Impl; 8] = [
         Impl::Baseline,
+        Impl::QuorumMin,
+        Impl::LockstepMin,
         Impl::Rslock,
-        Impl::Redlock,
+        Impl::RedlockRs,
+        Impl::NodeRedlock,
         Impl::Std,
         Impl::Tokio,
     ];
 
+    /// The short name used on the command line and in the log.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Impl::Baseline => "baseline",
+            Impl::QuorumMin => "quorum-min",
+            Impl::LockstepMin => "lockstep-min",
             Impl::Rslock => "rslock",
-            Impl::Redlock => "redlock",
+            Impl::RedlockRs => "redlock-rs",
+            Impl::NodeRedlock => "node-redlock",
             Impl::Std => "std",
             Impl::Tokio => "tokio",
+        }
+    }
+
+    /// What it is, for the report's legend.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Impl::Baseline => {
+                "minimal raw client (`src/baseline.rs`): acquire returns at quorum, release waits \
+                 for every node"
+            }
+            Impl::QuorumMin => {
+                "the same minimal client returning at quorum for acquire **and** release (the \
+                 other replies are read off the pipelined connection afterwards)"
+            }
+            Impl::LockstepMin => {
+                "one-thread lockstep-pipelined minimal client (`src/lockstep.rs`): one blocking \
+                 connection per node, all concurrent locks' next commands in one write per node, \
+                 then all replies (concurrency workloads only)"
+            }
+            Impl::Rslock => "rslock 0.10 (crates.io; async, redis-rs multiplexed connections)",
+            Impl::RedlockRs => {
+                "redlock-rs (crates.io `redlock` 2.0; blocking, a new connection per command)"
+            }
+            Impl::NodeRedlock => {
+                "node-redlock (npm `redlock` 5.0.0-beta.2 over `ioredis` 6.0.0, pinned in \
+                 `node/package-lock.json`, system `node`; `node/driver.js`)"
+            }
+            Impl::Std => "this project, redlock-std (blocking; a driver thread per client)",
+            Impl::Tokio => "this project, redlock-tokio (a driver task on the tokio runtime)",
+        }
+    }
+
+    /// The name as a table column heading.
+    pub(crate) fn heading(self) -> &'static str {
+        match self {
+            Impl::RedlockRs => "redlock-rs (crates.io `redlock` 2.0)",
+            other => other.name(),
         }
     }
 
@@ -52,9 +106,21 @@ impl Impl {
         Impl::ALL.into_iter().find(|i| i.name() == s)
     }
 
-    /// Whether it runs as tokio tasks (else as OS threads).
+    /// Whether it runs as tokio tasks (else as OS threads or its own process).
     pub(crate) fn is_async(self) -> bool {
-        matches!(self, Impl::Baseline | Impl::Rslock | Impl::Tokio)
+        matches!(
+            self,
+            Impl::Baseline | Impl::QuorumMin | Impl::Rslock | Impl::Tokio
+        )
+    }
+
+    /// Whether it takes part in `workload` (the lockstep client is a
+    /// throughput reference only).
+    pub(crate) fn runs(self, workload: crate::workload::Workload) -> bool {
+        match self {
+            Impl::LockstepMin => matches!(workload, crate::workload::Workload::Concurrent(_)),
+            _ => true,
+        }
     }
 }
 
@@ -72,14 +138,14 @@ pub(crate) enum Outcome {
 /// A blocking client.
 pub(crate) enum Blocking {
     Std(redlock_std::Client),
-    Redlock(redlock_rs::RedLock),
+    RedlockRs(redlock_rs::RedLock),
 }
 
 impl std::fmt::Debug for Blocking {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Blocking::Std(_) => "Blocking::Std",
-            Blocking::Redlock(_) => "Blocking::Redlock",
+            Blocking::RedlockRs(_) => "Blocking::RedlockRs",
         })
     }
 }
@@ -89,14 +155,16 @@ impl Blocking {
         match which {
             Impl::Std => redlock_std::Client::builder()
                 .nodes(urls)
-                .and_then(|b| b.ttl(TTL).retry(redlock_std::RetryPolicy::none()).build())
+                .ttl(TTL)
+                .retry(redlock_std::RetryPolicy::none())
+                .build()
                 .map(Blocking::Std)
                 .map_err(|e| e.to_string()),
-            Impl::Redlock => {
+            Impl::RedlockRs => {
                 let mut rl = redlock_rs::RedLock::new(urls.to_vec());
                 // One attempt; its post-failure pause is rand(0..1) = 0 ms.
                 rl.set_retry(1, 1);
-                Ok(Blocking::Redlock(rl))
+                Ok(Blocking::RedlockRs(rl))
             }
             other => Err(format!("{} is not blocking", other.name())),
         }
@@ -115,7 +183,7 @@ impl Blocking {
                 Err(redlock_std::Error::Busy(_)) => Outcome::Busy,
                 Err(e) => Outcome::Failed(e.to_string()),
             },
-            Blocking::Redlock(rl) => {
+            Blocking::RedlockRs(rl) => {
                 let ttl = TTL.as_millis() as usize;
                 match rl.lock(resource.as_bytes(), ttl) {
                     Ok(Some(lock)) => {
@@ -154,7 +222,9 @@ impl Async {
         match which {
             Impl::Tokio => redlock_tokio::Client::builder()
                 .nodes(urls)
-                .and_then(|b| b.ttl(TTL).retry(redlock_tokio::RetryPolicy::none()).build())
+                .ttl(TTL)
+                .retry(redlock_tokio::RetryPolicy::none())
+                .build()
                 .map(Async::Tokio)
                 .map_err(|e| e.to_string()),
             Impl::Rslock => {
@@ -164,10 +234,12 @@ impl Async {
                 lm.set_retry(1, Duration::from_millis(1));
                 Ok(Async::Rslock(lm))
             }
-            Impl::Baseline => Baseline::connect(urls, TTL)
-                .await
-                .map(|b| Async::Baseline(Arc::new(b)))
-                .map_err(|e| e.to_string()),
+            Impl::Baseline | Impl::QuorumMin => {
+                Baseline::connect(urls, TTL, which == Impl::QuorumMin)
+                    .await
+                    .map(|b| Async::Baseline(Arc::new(b)))
+                    .map_err(|e| e.to_string())
+            }
             other => Err(format!("{} is not async", other.name())),
         }
     }

@@ -1,7 +1,9 @@
 //! `redlock-bench`: end-to-end comparison of this project's transports
-//! (`redlock-std`, `redlock-tokio`) with the peer crates `rslock` and
-//! `redlock` 2.x and with a minimal raw client (the baseline), on
-//! redis-server nodes it starts itself on loopback (N = 1, 3, 5).
+//! (`redlock-std`, `redlock-tokio`) with the peers (`rslock`, redlock-rs =
+//! the crates.io `redlock` 2.x crate, node-redlock = npm `redlock` v5) and
+//! with minimal raw clients (the baseline, the quorum-for-both client, the
+//! one-thread lockstep-pipelined client), on redis-server nodes it starts
+//! itself on loopback (N = 1, 3, 5).
 //!
 //! Every measurement is repeated for several rounds; in each round the
 //! implementations take turns (in a rotated order) on the same workload, so
@@ -13,6 +15,8 @@
 
 mod baseline;
 mod clients;
+mod lockstep;
+mod node;
 mod report;
 mod workload;
 
@@ -29,7 +33,8 @@ use workload::{Measurement, Plan, Workload};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Smoke run: 1 s per measurement and 1 round (unless given).
+    /// Smoke run: 0.5 s per measurement, 1 round, and the workloads seq,
+    /// c16, c256, k8 (unless given).
     #[arg(long)]
     quick: bool,
     /// Seconds per measurement.
@@ -41,19 +46,33 @@ struct Args {
     /// Node counts, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
     nodes: Vec<usize>,
-    /// Implementations, comma separated (baseline, rslock, redlock, std, tokio).
+    /// Implementations, comma separated: baseline, quorum-min, lockstep-min,
+    /// rslock, redlock-rs, node-redlock, std, tokio.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "baseline,rslock,redlock,std,tokio"
+        default_value = "baseline,quorum-min,lockstep-min,rslock,redlock-rs,node-redlock,std,tokio"
     )]
     impls: Vec<String>,
     /// Workloads, comma separated: seq, c16, c256, k2, k8 (k = contention).
-    #[arg(long, value_delimiter = ',', default_value = "seq,c16,c256,k2,k8")]
-    workloads: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    workloads: Option<Vec<String>>,
     /// Markdown output file.
     #[arg(long, default_value = "results.md")]
     out: PathBuf,
+    /// Also write the README-ready summary table and the targets here.
+    #[arg(long)]
+    summary_out: Option<PathBuf>,
+    /// Worker threads of the tokio runtime the async clients share. Default:
+    /// one per online CPU of the machine, what tokio's default gives an
+    /// unpinned program here (pinned to one CPU, tokio would pick 1, and a
+    /// one-worker runtime stalls every async client under concurrency: see
+    /// README.md).
+    #[arg(long)]
+    tokio_workers: Option<usize>,
+    /// node-redlock's driver script (its node_modules installed beside it).
+    #[arg(long, default_value = "node/driver.js")]
+    node_driver: PathBuf,
 }
 
 fn parse_workload(s: &str) -> Option<Workload> {
@@ -79,26 +98,127 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Online CPUs of the machine (not only those this process may use), from
+/// `/sys/devices/system/cpu/online` (e.g. `0-1`, `0,2-3`); 1 if unreadable.
+pub(crate) fn machine_cpus() -> usize {
+    let Ok(list) = std::fs::read_to_string("/sys/devices/system/cpu/online") else {
+        return 1;
+    };
+    let count: usize = list
+        .trim()
+        .split(',')
+        .filter_map(|range| match range.split_once('-') {
+            Some((a, b)) => Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?),
+            None => range.parse::<usize>().ok().map(|_| 1),
+        })
+        .sum();
+    count.max(1)
+}
+
+/// The CPUs a process may run on, from `/proc/<pid>/status`.
+fn cpus_allowed(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Where the clients and the servers ran: this process's CPUs (its threads
+/// and the node driver inherit them) and each redis-server's, found by the
+/// pid the server reports in `INFO server`.
+fn cpu_placement(clusters: &[(usize, redlock_tests::Cluster)]) -> String {
+    let clients = cpus_allowed("self");
+    let mut servers: Vec<String> = clusters
+        .iter()
+        .flat_map(|(_, c)| c.nodes.iter())
+        .map(|server| {
+            let info = server.command(&["INFO", "server"]);
+            info.as_str()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("process_id:"))
+                        .map(|p| cpus_allowed(p.trim()))
+                })
+                .unwrap_or_else(|| "unknown".into())
+        })
+        .collect();
+    servers.sort();
+    servers.dedup();
+    let servers = servers.join(" / ");
+    let pinned = if servers == clients {
+        " (NOT pinned apart: run through bench/run.sh to pin them with taskset)"
+    } else {
+        ""
+    };
+    format!(
+        "clients (the bench process, its threads and the node driver) on CPU {clients}, \
+         redis-server nodes on CPU {servers}{pinned}"
+    )
+}
+
+fn usage_error(message: &str) -> ! {
+    eprintln!("redlock-bench: {message}");
+    std::process::exit(2)
+}
+
 fn main() {
     let args = Args::parse();
-    let duration =
-        Duration::from_secs_f64(args.duration.unwrap_or(if args.quick { 1.0 } else { 5.0 }));
+    let seconds = args.duration.unwrap_or(if args.quick { 0.5 } else { 5.0 });
+    if !(seconds.is_finite() && seconds > 0.0 && seconds < 86_400.0) {
+        usage_error("--duration must be a number of seconds in (0, 86400)");
+    }
+    let duration = Duration::from_secs_f64(seconds);
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
     let impls: Vec<Impl> = args
         .impls
         .iter()
-        .map(|s| Impl::from_name(s).unwrap_or_else(|| panic!("unknown implementation {s:?}")))
+        .map(|s| {
+            Impl::from_name(s).unwrap_or_else(|| {
+                let known: Vec<&str> = Impl::ALL.iter().map(|i| i.name()).collect();
+                usage_error(&format!(
+                    "unknown implementation {s:?} (known: {})",
+                    known.join(", ")
+                ))
+            })
+        })
         .collect();
-    let workloads: Vec<Workload> = args
+    let default_workloads = if args.quick {
+        "seq,c16,c256,k8"
+    } else {
+        "seq,c16,c256,k2,k8"
+    };
+    let workload_names = args
         .workloads
+        .clone()
+        .unwrap_or_else(|| default_workloads.split(',').map(str::to_owned).collect());
+    let workloads: Vec<Workload> = workload_names
         .iter()
-        .map(|s| parse_workload(s).unwrap_or_else(|| panic!("unknown workload {s:?}")))
+        .map(|s| {
+            parse_workload(s).unwrap_or_else(|| {
+                usage_error(&format!(
+                    "unknown workload {s:?} (seq, cK for K concurrent, kC for C contending)"
+                ))
+            })
+        })
         .collect();
+    if rounds == 0 || duration.is_zero() || args.nodes.iter().any(|&n| n == 0 || n > 16) {
+        usage_error("--rounds and --duration must be positive, --nodes within 1..=16");
+    }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    let workers = args.tokio_workers.unwrap_or_else(machine_cpus);
+    if workers == 0 || workers > 256 {
+        usage_error("--tokio-workers must be within 1..=256");
+    }
+    builder.worker_threads(workers);
+    let rt = builder
         .build()
-        .expect("a tokio runtime");
+        .unwrap_or_else(|e| usage_error(&format!("cannot build the tokio runtime: {e}")));
     eprintln!("starting redis-server nodes for N = {:?}", args.nodes);
     let clusters: Vec<(usize, redlock_tests::Cluster)> = args
         .nodes
@@ -106,6 +226,12 @@ fn main() {
         .map(|&n| (n, redlock_tests::Cluster::start(n)))
         .collect();
 
+    let cpus = format!(
+        "{}; the async clients share one tokio multi-thread runtime with {workers} worker \
+         thread(s)",
+        cpu_placement(&clusters)
+    );
+    eprintln!("{cpus}");
     let mut results = Results::new();
     let load_before = loadavg();
     let started = std::time::Instant::now();
@@ -120,9 +246,13 @@ fn main() {
                     % order.len().max(1);
                 order.rotate_left(shift);
                 for which in order {
+                    if !which.runs(w) {
+                        continue;
+                    }
                     let plan = Plan {
                         duration,
                         prefix: format!("bench:{}:r{round}:n{n}:{w:?}", which.name()),
+                        node_driver: args.node_driver.clone(),
                     };
                     let m = match workload::run(&rt, which, w, &urls, &plan) {
                         Ok(m) => m,
@@ -168,7 +298,7 @@ fn main() {
     // Let the runtime's connection tasks see their servers go away.
     rt.shutdown_timeout(Duration::from_secs(1));
 
-    let md = report::render(
+    let report = report::render(
         &results,
         &impls,
         &args.nodes,
@@ -178,12 +308,19 @@ fn main() {
             rounds,
             wall,
             load,
+            cpus,
         },
     );
-    print!("{md}");
-    if let Err(e) = std::fs::write(&args.out, &md) {
-        eprintln!("cannot write {}: {e}", args.out.display());
-        std::process::exit(1);
+    print!("{}", report.full);
+    let mut outputs = vec![(&args.out, &report.full)];
+    if let Some(path) = &args.summary_out {
+        outputs.push((path, &report.summary));
     }
-    eprintln!("wrote {}", args.out.display());
+    for (path, text) in outputs {
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("cannot write {}: {e}", path.display());
+            std::process::exit(1);
+        }
+        eprintln!("wrote {}", path.display());
+    }
 }

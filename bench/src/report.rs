@@ -1,5 +1,8 @@
-//! The markdown report: medians over rounds, ours as ratios to the baseline
-//! and to each peer, the targets of the issue checked, and every raw value.
+//! The markdown report: medians over rounds; a README-ready summary with
+//! ours as ratios to the quorum-for-both minimal client, the lockstep
+//! minimal client and node-redlock; the issue's targets checked (MET /
+//! MISSED, with the figures that tell what limits a missed one); every
+//! ratio to every reference; and every raw value.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -36,6 +39,20 @@ impl Metric {
             (Metric::Rate, _) => "cycles/s",
             (Metric::Cpu, _) => "client CPU µs/cycle",
             (Metric::Switches, _) => "context switches/cycle",
+        }
+    }
+    /// The metrics each workload reports.
+    fn of(w: Workload) -> &'static [Metric] {
+        match w {
+            Workload::Sequential => &[
+                Metric::P50,
+                Metric::P99,
+                Metric::Rate,
+                Metric::Cpu,
+                Metric::Switches,
+            ],
+            Workload::Concurrent(_) => &[Metric::Rate, Metric::Cpu, Metric::Switches],
+            Workload::Contention(_) => &[Metric::Rate],
         }
     }
 }
@@ -80,7 +97,26 @@ fn fmt_ratio(x: f64) -> String {
 }
 
 const OURS: [Impl; 2] = [Impl::Std, Impl::Tokio];
-const REFS: [Impl; 3] = [Impl::Baseline, Impl::Rslock, Impl::Redlock];
+/// The references of the full ratio table, in order.
+const REFS: [Impl; 6] = [
+    Impl::QuorumMin,
+    Impl::LockstepMin,
+    Impl::NodeRedlock,
+    Impl::Rslock,
+    Impl::Baseline,
+    Impl::RedlockRs,
+];
+/// The references of the README table.
+const SUMMARY_REFS: [Impl; 3] = [Impl::QuorumMin, Impl::LockstepMin, Impl::NodeRedlock];
+/// The value columns of the README table.
+const SUMMARY_VALUES: [Impl; 6] = [
+    Impl::QuorumMin,
+    Impl::LockstepMin,
+    Impl::NodeRedlock,
+    Impl::Rslock,
+    Impl::Std,
+    Impl::Tokio,
+];
 
 /// How the run went, for the report's header.
 #[derive(Debug)]
@@ -90,80 +126,403 @@ pub(crate) struct RunInfo {
     pub(crate) wall: Duration,
     /// Load averages before and after (the machine may be shared).
     pub(crate) load: String,
+    /// Which CPUs the clients and the servers were allowed on.
+    pub(crate) cpus: String,
 }
 
-/// Renders the whole report.
+/// The rendered report: the whole of it, and the README-ready part.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) full: String,
+    pub(crate) summary: String,
+}
+
+/// Renders the report.
 pub(crate) fn render(
     results: &Results,
     impls: &[Impl],
     nodes: &[usize],
     workloads: &[Workload],
     info: &RunInfo,
-) -> String {
-    let RunInfo {
-        duration,
-        rounds,
-        wall,
-        load,
-    } = info;
-    let ours: Vec<Impl> = OURS.into_iter().filter(|i| impls.contains(i)).collect();
-    let refs: Vec<Impl> = REFS.into_iter().filter(|i| impls.contains(i)).collect();
+) -> Report {
     let mut columns: Vec<Impl> = impls.to_vec();
     columns.sort();
+    columns.dedup();
+    let ours: Vec<Impl> = OURS.into_iter().filter(|i| impls.contains(i)).collect();
+
+    let header = header(info, &columns);
+    let summary_table = summary(results, impls, nodes, workloads, &ours);
+    let targets = targets(results, impls, nodes, workloads, &ours);
+
+    let mut summary_md = String::new();
+    let _ = writeln!(summary_md, "{}", info_line(info));
+    let _ = writeln!(summary_md, "{summary_table}\n{targets}");
+
     let mut s = String::new();
     let _ = writeln!(s, "# redlock benchmark results\n");
-    let _ = writeln!(
-        s,
-        "One run of `bench/run.sh`: {rounds} round(s) x {:.1} s per measurement, implementations \
-         interleaved in each round (rotated order); every figure is the median over rounds. \
-         {} CPU(s); redis-server nodes on loopback started by the bench; TTL 10 s; one attempt \
-         per cycle (contention: the workload retries after a 0.5-1.5 ms pause, identically for \
-         everyone). Wall time {:.0} s; load average {load}.\n",
-        duration.as_secs_f64(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        wall.as_secs_f64()
-    );
-    let _ = writeln!(
-        s,
-        "Ratios are ours / theirs: for latency (µs) lower is better, for rates higher is better. \
-         `std` = redlock-std (blocking, OS threads), `tokio` = redlock-tokio (tasks on a \
-         multi-thread runtime); `baseline` = the minimal raw client of `bench/src/baseline.rs`; \
-         `rslock` 0.10 and `redlock` 2.0 from crates.io.\n"
-    );
+    let _ = writeln!(s, "{header}");
+    let _ = writeln!(s, "## Summary (README table)\n");
+    let _ = writeln!(s, "{summary_table}");
+    let _ = writeln!(s, "## Targets of issue 12\n");
+    let _ = writeln!(s, "{targets}");
+    let _ = writeln!(s, "## Every figure (medians over rounds)\n");
+    let _ = writeln!(s, "{}", values(results, nodes, workloads, &columns));
+    let _ = writeln!(s, "## Ours ÷ every reference\n");
+    let _ = writeln!(s, "{}", ratios(results, impls, nodes, workloads, &ours));
+    let _ = writeln!(s, "## Overlaps and failures (sums over rounds)\n");
+    let _ = writeln!(s, "{}", safety(results));
+    let _ = writeln!(s, "{}", raw(results));
+    Report {
+        full: s,
+        summary: summary_md,
+    }
+}
 
-    // The main table.
-    let mut header = String::from("| workload | N | metric |");
-    let mut rule = String::from("|---|---|---|");
-    for c in &columns {
-        let _ = write!(header, " {} |", c.name());
-        rule.push_str("---:|");
+fn info_line(info: &RunInfo) -> String {
+    format!(
+        "{} round(s) x {:.1} s per measurement, implementations interleaved in each round \
+         (rotated order), medians over rounds; {}; load average {}.\n",
+        info.rounds,
+        info.duration.as_secs_f64(),
+        info.cpus,
+        info.load
+    )
+}
+
+fn header(info: &RunInfo, columns: &[Impl]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "One run of `bench/run.sh`: {} round(s) x {:.1} s per measurement, implementations \
+         interleaved in each round (rotated order); every figure is the median over rounds. \
+         {} CPU(s); {}. redis-server nodes on loopback started by the bench; TTL 10 s; one \
+         attempt per cycle (contention: the workload retries after a 0.5-1.5 ms pause, \
+         identically for everyone). Wall time {:.0} s; load average {}.\n",
+        info.rounds,
+        info.duration.as_secs_f64(),
+        crate::machine_cpus(),
+        info.cpus,
+        info.wall.as_secs_f64(),
+        info.load
+    );
+    let _ = writeln!(
+        s,
+        "Each library with its defaults and one shared client, as a new user would. Ratios \
+         are ours ÷ theirs: for latency (µs), CPU and switches lower is better, for rates \
+         higher is better.\n"
+    );
+    let _ = writeln!(s, "| name | what |\n|---|---|");
+    for c in columns {
+        let _ = writeln!(s, "| {} | {} |", c.heading(), c.describe());
     }
-    for r in &refs {
-        for o in &ours {
-            let _ = write!(header, " {} / {} |", o.name(), r.name());
-            rule.push_str("---:|");
-        }
-    }
-    let _ = writeln!(s, "{header}\n{rule}");
+    s
+}
+
+/// The rows of the README table: latency at every N, throughput and
+/// contention rates.
+fn summary_rows(nodes: &[usize], workloads: &[Workload]) -> Vec<(Workload, usize, Metric)> {
+    let mut rows = Vec::new();
     for &w in workloads {
         let metrics: &[Metric] = match w {
-            Workload::Sequential => &[
-                Metric::P50,
-                Metric::P99,
-                Metric::Rate,
-                Metric::Cpu,
-                Metric::Switches,
-            ],
+            Workload::Sequential => &[Metric::P50, Metric::P99],
             _ => &[Metric::Rate],
         };
         for &n in nodes {
-            for &metric in metrics {
+            for &m in metrics {
+                rows.push((w, n, m));
+            }
+        }
+    }
+    rows
+}
+
+fn summary(
+    results: &Results,
+    impls: &[Impl],
+    nodes: &[usize],
+    workloads: &[Workload],
+    ours: &[Impl],
+) -> String {
+    let values: Vec<Impl> = SUMMARY_VALUES
+        .into_iter()
+        .filter(|i| impls.contains(i))
+        .collect();
+    let refs: Vec<Impl> = SUMMARY_REFS
+        .into_iter()
+        .filter(|i| impls.contains(i))
+        .collect();
+    let mut s = String::new();
+    let mut head = String::from("| workload | N | metric |");
+    let mut rule = String::from("|---|---:|---|");
+    for v in &values {
+        let _ = write!(head, " {} |", v.heading());
+        rule.push_str("---:|");
+    }
+    for r in &refs {
+        for o in ours {
+            let _ = write!(head, " {} ÷ {} |", o.name(), r.name());
+            rule.push_str("---:|");
+        }
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
+    for (w, n, metric) in summary_rows(nodes, workloads) {
+        let mut row = format!("| {} | {n} | {} |", w.label(), metric.label(w));
+        for &v in &values {
+            let _ = write!(row, " {} |", fmt_value(med(results, w, n, v, metric)));
+        }
+        for &r in &refs {
+            for &o in ours {
+                let ratio = med(results, w, n, o, metric) / med(results, w, n, r, metric);
+                let _ = write!(row, " {} |", fmt_ratio(ratio));
+            }
+        }
+        let _ = writeln!(s, "{row}");
+    }
+    s
+}
+
+/// One target's row.
+struct Target {
+    name: String,
+    who: Impl,
+    measured: f64,
+    bound: String,
+    met: bool,
+    failures: u64,
+    limits: String,
+}
+
+fn targets(
+    results: &Results,
+    impls: &[Impl],
+    nodes: &[usize],
+    workloads: &[Workload],
+    ours: &[Impl],
+) -> String {
+    let failures = |w: Workload, n: usize, i: Impl| -> u64 {
+        results
+            .get(&(w, n, i))
+            .map_or(0, |ms| ms.iter().map(|m| m.failures).sum())
+    };
+    let m = |w, n, i, metric| med(results, w, n, i, metric);
+    let mut rows: Vec<Target> = Vec::new();
+    let seq = Workload::Sequential;
+    let has = |w: Workload| workloads.contains(&w);
+    for &o in ours {
+        if has(seq) {
+            for &n in nodes {
+                let cost = |i: Impl| {
+                    format!(
+                        "{}: {} CPU µs, {} switches per cycle",
+                        i.name(),
+                        fmt_value(m(seq, n, i, Metric::Cpu)),
+                        fmt_value(m(seq, n, i, Metric::Switches))
+                    )
+                };
+                let limits = format!("{}; {}", cost(o), cost(Impl::QuorumMin));
+                if impls.contains(&Impl::QuorumMin) {
+                    let r = m(seq, n, o, Metric::P50) / m(seq, n, Impl::QuorumMin, Metric::P50);
+                    rows.push(Target {
+                        name: format!("N={n} sequential p50 ≤ 1.05x quorum-min"),
+                        who: o,
+                        measured: r,
+                        bound: "≤ 1.05x".into(),
+                        met: r <= 1.05,
+                        failures: failures(seq, n, o),
+                        limits: limits.clone(),
+                    });
+                }
+                if impls.contains(&Impl::NodeRedlock) {
+                    let r = m(seq, n, o, Metric::P50) / m(seq, n, Impl::NodeRedlock, Metric::P50);
+                    rows.push(Target {
+                        name: format!("N={n} sequential p50 below node-redlock's"),
+                        who: o,
+                        measured: r,
+                        bound: "< 1.00x".into(),
+                        met: r < 1.0,
+                        failures: failures(seq, n, o),
+                        limits: format!("{}; {}", cost(o), cost(Impl::NodeRedlock)),
+                    });
+                }
+                if impls.contains(&Impl::QuorumMin) {
+                    let r = m(seq, n, o, Metric::P99) / m(seq, n, Impl::QuorumMin, Metric::P99);
+                    rows.push(Target {
+                        name: format!("N={n} sequential p99 ≤ 1.2x quorum-min"),
+                        who: o,
+                        measured: r,
+                        bound: "≤ 1.20x".into(),
+                        met: r <= 1.2,
+                        failures: failures(seq, n, o),
+                        limits,
+                    });
+                }
+            }
+        }
+        for &n in nodes {
+            for k in [16, 256] {
+                let w = Workload::Concurrent(k);
+                if !has(w) {
+                    continue;
+                }
+                let busy = |i: Impl| {
+                    let cpu = m(w, n, i, Metric::Cpu);
+                    let rate = m(w, n, i, Metric::Rate);
+                    format!(
+                        "{}: {} CPU µs/cycle ({:.0} % of one CPU busy)",
+                        i.name(),
+                        fmt_value(cpu),
+                        cpu * rate / 1e4
+                    )
+                };
+                for (reference, factor) in [(Impl::Rslock, 1.5), (Impl::LockstepMin, 0.9)] {
+                    if !impls.contains(&reference) {
+                        continue;
+                    }
+                    let r = m(w, n, o, Metric::Rate) / m(w, n, reference, Metric::Rate);
+                    rows.push(Target {
+                        name: format!("N={n} {k} concurrent ≥ {factor}x {}", reference.name()),
+                        who: o,
+                        measured: r,
+                        bound: format!("≥ {factor:.2}x"),
+                        met: r >= factor,
+                        failures: failures(w, n, o),
+                        limits: format!("{}; {}", busy(o), busy(reference)),
+                    });
+                }
+            }
+            let (c16, c256) = (Workload::Concurrent(16), Workload::Concurrent(256));
+            if has(c16) && has(c256) {
+                let r = m(c256, n, o, Metric::Rate) / m(c16, n, o, Metric::Rate);
+                let busy = |w: Workload| {
+                    let cpu = m(w, n, o, Metric::Cpu);
+                    format!(
+                        "{}: {} CPU µs/cycle ({:.0} % busy)",
+                        w.label(),
+                        fmt_value(cpu),
+                        cpu * m(w, n, o, Metric::Rate) / 1e4
+                    )
+                };
+                rows.push(Target {
+                    name: format!("N={n} 256 concurrent ≥ 1.5x the 16 figure"),
+                    who: o,
+                    measured: r,
+                    bound: "≥ 1.50x".into(),
+                    met: r >= 1.5,
+                    failures: failures(c16, n, o) + failures(c256, n, o),
+                    limits: format!("{}; {}", busy(c16), busy(c256)),
+                });
+            }
+        }
+    }
+    // Safety: no overlap, for everyone.
+    for (&(w, n, i), ms) in results {
+        if let Workload::Contention(c) = w {
+            let overlaps: u64 = ms.iter().map(|m| m.overlaps).sum();
+            rows.push(Target {
+                name: format!("N={n} contention {c}: 0 overlaps"),
+                who: i,
+                measured: overlaps as f64,
+                bound: "= 0".into(),
+                met: overlaps == 0 && ms.iter().all(|m| m.cycles > 0),
+                failures: 0,
+                limits: format!("{} acquisitions", ms.iter().map(|m| m.cycles).sum::<u64>()),
+            });
+        }
+    }
+
+    let mut s = String::new();
+    let met = rows
+        .iter()
+        .filter(|t| t.measured.is_finite() && t.met && t.failures == 0)
+        .count();
+    let _ = writeln!(
+        s,
+        "{met} of {} targets MET. A target compares medians from this run only; a \
+         \"what limits it\" entry gives the client-side cost behind the figure.\n",
+        rows.len()
+    );
+    let _ = writeln!(
+        s,
+        "| target | implementation | measured | bound | result | what limits it |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---|---|");
+    for t in rows {
+        let verdict = if !t.measured.is_finite() {
+            "not measured"
+        } else if t.met && t.failures == 0 {
+            "MET"
+        } else {
+            "MISSED"
+        };
+        let measured = if t.bound == "= 0" {
+            format!("{}", t.measured)
+        } else {
+            fmt_ratio(t.measured)
+        };
+        let failed = if t.failures > 0 {
+            format!(" ({} failed cycles)", t.failures)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {measured}{failed} | {} | {verdict} | {} |",
+            t.name,
+            t.who.name(),
+            t.bound,
+            t.limits
+        );
+    }
+    s
+}
+
+fn values(results: &Results, nodes: &[usize], workloads: &[Workload], columns: &[Impl]) -> String {
+    let mut s = String::new();
+    let mut head = String::from("| workload | N | metric |");
+    let mut rule = String::from("|---|---:|---|");
+    for c in columns {
+        let _ = write!(head, " {} |", c.heading());
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
+    for &w in workloads {
+        for &n in nodes {
+            for &metric in Metric::of(w) {
                 let mut row = format!("| {} | {n} | {} |", w.label(), metric.label(w));
-                for &c in &columns {
+                for &c in columns {
                     let _ = write!(row, " {} |", fmt_value(med(results, w, n, c, metric)));
                 }
+                let _ = writeln!(s, "{row}");
+            }
+        }
+    }
+    s
+}
+
+fn ratios(
+    results: &Results,
+    impls: &[Impl],
+    nodes: &[usize],
+    workloads: &[Workload],
+    ours: &[Impl],
+) -> String {
+    let refs: Vec<Impl> = REFS.into_iter().filter(|i| impls.contains(i)).collect();
+    let mut s = String::new();
+    let mut head = String::from("| workload | N | metric |");
+    let mut rule = String::from("|---|---:|---|");
+    for r in &refs {
+        for o in ours {
+            let _ = write!(head, " {} ÷ {} |", o.name(), r.name());
+            rule.push_str("---:|");
+        }
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
+    for &w in workloads {
+        for &n in nodes {
+            for &metric in Metric::of(w) {
+                let mut row = format!("| {} | {n} | {} |", w.label(), metric.label(w));
                 for &r in &refs {
-                    for &o in &ours {
+                    for &o in ours {
                         let ratio = med(results, w, n, o, metric) / med(results, w, n, r, metric);
                         let _ = write!(row, " {} |", fmt_ratio(ratio));
                     }
@@ -172,19 +531,21 @@ pub(crate) fn render(
             }
         }
     }
+    s
+}
 
-    // Safety and failures.
-    let _ = writeln!(s, "\n## Overlaps and failures (sums over rounds)\n");
+fn safety(results: &Results) -> String {
+    let mut s = String::new();
     let _ = writeln!(
         s,
         "Overlaps: a client entered the critical section while another was inside (checked \
-         with a shared in-process atomic). Must be 0.\n"
+         with a shared in-process counter). Must be 0.\n"
     );
     let _ = writeln!(
         s,
         "| workload | N | implementation | cycles | overlaps | failures | first failure |"
     );
-    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---|");
+    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---|");
     for (&(w, n, i), ms) in results {
         let overlaps: u64 = ms.iter().map(|m| m.overlaps).sum();
         let failures: u64 = ms.iter().map(|m| m.failures).sum();
@@ -199,101 +560,24 @@ pub(crate) fn render(
                 s,
                 "| {} | {n} | {} | {cycles} | {overlaps} | {failures} | {first} |",
                 w.label(),
-                i.name()
+                i.heading()
             );
         }
     }
+    s
+}
 
-    // Targets.
-    let _ = writeln!(s, "\n## Targets\n");
-    let _ = writeln!(s, "| target | implementation | measured | met? |");
-    let _ = writeln!(s, "|---|---|---:|---|");
-    let mut target = |name: &str, o: Impl, value: f64, ok: bool, failures: u64| {
-        let verdict = if !value.is_finite() {
-            "not measured"
-        } else if ok && failures == 0 {
-            "met"
-        } else {
-            "MISSED"
-        };
-        let failed = if failures > 0 {
-            format!(" ({failures} failed cycles)")
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            s,
-            "| {name} | {} | {}{failed} | {verdict} |",
-            o.name(),
-            fmt_ratio(value)
-        );
-    };
-    let failures = |w: Workload, n: usize, i: Impl| -> u64 {
-        results
-            .get(&(w, n, i))
-            .map_or(0, |ms| ms.iter().map(|m| m.failures).sum())
-    };
-    let seq = Workload::Sequential;
-    let c16 = Workload::Concurrent(16);
-    let c256 = Workload::Concurrent(256);
-    for &o in &ours {
-        let r = med(results, seq, 5, o, Metric::P50)
-            / med(results, seq, 5, Impl::Baseline, Metric::P50);
-        target(
-            "N=5 sequential p50 <= 1.1x baseline",
-            o,
-            r,
-            r <= 1.1,
-            failures(seq, 5, o),
-        );
-        let r =
-            med(results, seq, 5, o, Metric::P50) / med(results, seq, 5, Impl::Rslock, Metric::P50);
-        target(
-            "N=5 sequential p50 <= 0.6x rslock",
-            o,
-            r,
-            r <= 0.6,
-            failures(seq, 5, o),
-        );
-        let r = med(results, seq, 5, o, Metric::P99)
-            / med(results, seq, 5, Impl::Baseline, Metric::P99);
-        target(
-            "N=5 sequential p99 <= 1.3x baseline",
-            o,
-            r,
-            r <= 1.3,
-            failures(seq, 5, o),
-        );
-        for &n in nodes {
-            let r = med(results, c16, n, o, Metric::Rate)
-                / med(results, c16, n, Impl::Rslock, Metric::Rate);
-            target(
-                &format!("N={n} 16 concurrent >= 1.5x rslock"),
-                o,
-                r,
-                r >= 1.5,
-                failures(c16, n, o),
-            );
-        }
-        for &n in nodes {
-            let r = med(results, c256, n, o, Metric::Rate) / med(results, c16, n, o, Metric::Rate);
-            target(
-                &format!("N={n} no collapse: 256 / 16 concurrent >= 0.8"),
-                o,
-                r,
-                r >= 0.8,
-                failures(c16, n, o) + failures(c256, n, o),
-            );
-        }
-    }
-
-    // Raw values.
+fn raw(results: &Results) -> String {
+    let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n<details><summary>Every measurement (per round)</summary>\n"
+        "<details><summary>Every measurement (per round)</summary>\n"
     );
-    let _ = writeln!(s, "| workload | N | implementation | rate/s per round | p50 µs per round | p99 µs per round |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| workload | N | implementation | rate/s per round | p50 µs per round | p99 µs per round | CPU µs/cycle per round |"
+    );
+    let _ = writeln!(s, "|---|---:|---|---|---|---|---|");
     for (&(w, n, i), ms) in results {
         let list = |f: &dyn Fn(&Measurement) -> f64| {
             ms.iter()
@@ -303,14 +587,82 @@ pub(crate) fn render(
         };
         let _ = writeln!(
             s,
-            "| {} | {n} | {} | {} | {} | {} |",
+            "| {} | {n} | {} | {} | {} | {} | {} |",
             w.label(),
-            i.name(),
+            i.heading(),
             list(&|m| m.rate),
             list(&|m| m.p50_us),
-            list(&|m| m.p99_us)
+            list(&|m| m.p99_us),
+            list(&|m| m.cpu_us)
         );
     }
     let _ = writeln!(s, "\n</details>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measurement(rate: f64, p50: f64, p99: f64) -> Measurement {
+        Measurement {
+            rate,
+            p50_us: p50,
+            p99_us: p99,
+            cpu_us: 10.0,
+            switches: 2.0,
+            cycles: 100,
+            ..Measurement::default()
+        }
+    }
+
+    #[test]
+    fn median_ignores_missing_values() {
+        assert_eq!(median(vec![3.0, f64::NAN, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0]), 2.5);
+        assert!(median(vec![f64::NAN]).is_nan());
+    }
+
+    #[test]
+    fn targets_say_met_and_missed() {
+        let mut results = Results::new();
+        let seq = Workload::Sequential;
+        results.insert(
+            (seq, 5, Impl::QuorumMin),
+            vec![measurement(1.0, 100.0, 200.0)],
+        );
+        results.insert(
+            (seq, 5, Impl::NodeRedlock),
+            vec![measurement(1.0, 140.0, 900.0)],
+        );
+        // std: p50 1.04x (met), below node (met), p99 1.25x (missed).
+        results.insert((seq, 5, Impl::Std), vec![measurement(1.0, 104.0, 250.0)]);
+        let impls = [Impl::QuorumMin, Impl::NodeRedlock, Impl::Std];
+        let t = targets(&results, &impls, &[5], &[seq], &[Impl::Std]);
+        let line = |needle: &str| {
+            t.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} in {t}"))
+                .to_owned()
+        };
+        assert!(line("p50 ≤ 1.05x").contains("| MET |"), "{t}");
+        assert!(line("below node-redlock").contains("| MET |"), "{t}");
+        assert!(line("p99 ≤ 1.2x").contains("| MISSED |"), "{t}");
+        assert!(t.starts_with("2 of 3 targets MET"), "{t}");
+    }
+
+    #[test]
+    fn overlaps_are_a_missed_target() {
+        let mut results = Results::new();
+        let k8 = Workload::Contention(8);
+        let mut m = measurement(1.0, f64::NAN, f64::NAN);
+        m.overlaps = 1;
+        results.insert((k8, 3, Impl::Tokio), vec![m]);
+        let t = targets(&results, &[Impl::Tokio], &[3], &[k8], &[Impl::Tokio]);
+        assert!(
+            t.lines()
+                .any(|l| l.contains("0 overlaps") && l.contains("MISSED")),
+            "{t}"
+        );
+    }
 }

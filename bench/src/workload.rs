@@ -63,6 +63,8 @@ pub(crate) struct Plan {
     pub(crate) duration: Duration,
     /// Unique prefix for this measurement's keys.
     pub(crate) prefix: String,
+    /// node-redlock's driver script.
+    pub(crate) node_driver: std::path::PathBuf,
 }
 
 /// Warm-up cycles before timing (connections, script loads, caches).
@@ -168,10 +170,16 @@ pub(crate) fn run(
     urls: &[String],
     plan: &Plan,
 ) -> Result<Measurement, String> {
-    if which.is_async() {
-        rt.block_on(run_async(which, workload, urls, plan))
-    } else {
-        run_blocking(which, workload, urls, plan)
+    match (which, workload) {
+        (Impl::NodeRedlock, _) => crate::node::run(&plan.node_driver, workload, urls, plan),
+        (Impl::LockstepMin, Workload::Concurrent(k)) => {
+            let before = usage();
+            crate::lockstep::run(urls, k, crate::clients::TTL, plan.duration, &plan.prefix)
+                .map(|m| with_usage(m, before))
+        }
+        (Impl::LockstepMin, _) => Err("lockstep-min runs the concurrency workloads only".into()),
+        _ if which.is_async() => rt.block_on(run_async(which, workload, urls, plan)),
+        _ => run_blocking(which, workload, urls, plan),
     }
 }
 
@@ -216,6 +224,7 @@ fn run_blocking(
             }
             let tally = Tally::default();
             let barrier = Barrier::new(k + 1);
+            let before = usage();
             let started = std::thread::scope(|s| {
                 for w in 0..k {
                     let (client, tally, barrier) = (&client, &tally, &barrier);
@@ -235,7 +244,8 @@ fn run_blocking(
             });
             // The scope joined every worker: the clock started when they did
             // and stops after the last one finished its last cycle.
-            Ok(tally.finish(started.elapsed()))
+            let elapsed = started.elapsed();
+            Ok(with_usage(tally.finish(elapsed), before))
         }
         Workload::Contention(c) => {
             let clients = (0..c)
@@ -337,6 +347,7 @@ async fn run_async(
                 });
             }
             tokio::task::yield_now().await;
+            let before = usage();
             let start = Instant::now();
             ready.store(true, Ordering::SeqCst);
             go.notify_waiters();
@@ -345,7 +356,7 @@ async fn run_async(
             }
             let elapsed = start.elapsed();
             let tally = Arc::try_unwrap(tally).map_err(|_| "tally still shared".to_string())?;
-            Ok(tally.finish(elapsed))
+            Ok(with_usage(tally.finish(elapsed), before))
         }
         Workload::Contention(c) => {
             let mut clients = Vec::new();
@@ -383,6 +394,16 @@ async fn run_async(
             Ok(tally.finish(elapsed))
         }
     }
+}
+
+/// Adds the process's CPU time and context switches per successful cycle
+/// since `before` (and so the CPU's busy share over the measurement).
+fn with_usage(mut m: Measurement, before: (Duration, u64)) -> Measurement {
+    let after = usage();
+    let n = (m.cycles as f64).max(1.0);
+    m.cpu_us = (after.0 - before.0).as_secs_f64() * 1e6 / n;
+    m.switches = (after.1 - before.1) as f64 / n;
+    m
 }
 
 fn sequential_result(

@@ -196,14 +196,8 @@ fn run<const OPS: usize, const PIPE: usize>(cycles: u64, nodes: usize) -> u64 {
     for n in 0..nodes {
         core.handle_connected(NodeId(n as u8), now);
     }
-    // Handshake: the script loads, answered with a SHA each.
-    let _ = pump(
-        &mut core,
-        b"$40\r\n0123456789012345678901234567890123456789\r\n",
-        now,
-        &mut buf,
-        Some("SCRIPT"),
-    );
+    // No handshake without credentials or a db (scripts go by body).
+    let _ = pump(&mut core, b"+OK\r\n", now, &mut buf, None);
 
     let resource: &[u8] = b"bench:core_cycle";
     let mut allocs = 0;
@@ -221,18 +215,12 @@ fn run<const OPS: usize, const PIPE: usize>(cycles: u64, nodes: usize) -> u64 {
         };
         now = Instant::from_micros(cycle * 1_000 + 500);
         let op = core.release(&lease, now).expect("release starts");
-        match pump(
-            &mut core,
-            b":1\r\n",
-            now,
-            &mut buf,
-            check.then_some("EVALSHA"),
-        ) {
+        match pump(&mut core, b":1\r\n", now, &mut buf, check.then_some("EVAL")) {
+            // Decided at quorum; every node's reply is still read.
             Some(Event::Released { op: o, report }) if o == op => {
-                assert_eq!(
-                    report.released(),
-                    nodes,
-                    "cycle {cycle}: released everywhere"
+                assert!(
+                    report.released() >= core.quorum(),
+                    "cycle {cycle}: released on a quorum"
                 )
             }
             other => panic!("cycle {cycle}: expected Released, got {other:?}"),
