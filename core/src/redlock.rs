@@ -127,7 +127,7 @@ impl Op {
                 let error = LockError {
                     kind: kind_,
                     attempts: self.attempt,
-                    nodes: self.outcomes,
+                    nodes: self.report(),
                 };
                 if kind == OpKind::Acquire {
                     Event::AcquireFailed { op: id, error }
@@ -141,6 +141,23 @@ impl Op {
 
     fn counted(&self, node: usize) -> bool {
         self.counted & (1 << node) != 0
+    }
+
+    /// Each node's outcome in the last attempt: round 1's, except that a
+    /// counted node of a fenced round 2 shows why its fence write did not
+    /// confirm (key gone, an error, no reply yet): "ok" there would hide
+    /// what failed.
+    fn report(&self) -> NodeReport {
+        let mut nodes = self.outcomes;
+        if self.round2 {
+            for node in 0..nodes.len() {
+                let confirm = self.confirms.get(node);
+                if self.counted(node) && confirm != NodeOutcome::Ok {
+                    nodes.set(node, confirm);
+                }
+            }
+        }
+        nodes
     }
 }
 

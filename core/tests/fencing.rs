@@ -263,3 +263,55 @@ fn the_wall_clock_is_only_a_hint() {
     rig.settle();
     assert_eq!(lease_fence(&mut rig, op), redlock_core::fence::MAX_FENCE);
 }
+
+/// Round 1 on three nodes with every reply held: node 0's register is
+/// ahead, so nodes 0 and 1 make the quorum and round 2 goes to both; before
+/// node 0 runs its fence write, `tamper` changes it. Returns the failure.
+fn round_two_on_a_tampered_node(
+    tamper: impl FnOnce(&mut support::FakeNode),
+) -> redlock_core::LockError {
+    let mut rig: Rig = Rig::new(3, Rig::<64, 128>::config(1_000));
+    rig.nodes[0].registers.insert(reg(b"r"), 5_000_000);
+    rig.hold = vec![true; 3];
+    let set = ResourceSet::one(b"r").unwrap();
+    let op = acquire(&mut rig, &set, RetryPolicy::none(), 11);
+    tamper(&mut rig.nodes[0]);
+    rig.release_held(0);
+    rig.release_held(1);
+    assert_eq!((fence_writes(&rig, 0), fence_writes(&rig, 1)), (1, 1));
+    rig.release_held(0);
+    rig.release_held(1);
+    let error = match rig.take_op_event(op) {
+        Some(Event::AcquireFailed { error, .. }) => error,
+        other => panic!("expected AcquireFailed, got {other:?}"),
+    };
+    // Node 1's key and node 2's late OK are undone (node 0 is tampered).
+    rig.hold = vec![false; 3];
+    rig.release_held(2);
+    rig.settle();
+    assert!(rig.nodes[1..].iter().all(|n| n.keys.is_empty()), "undone");
+    error
+}
+
+#[test]
+fn a_round_two_write_that_finds_the_key_gone_is_reported_as_such() {
+    use redlock_core::{FailureKind, NodeOutcome};
+    let error = round_two_on_a_tampered_node(|n| n.keys.clear());
+    assert_eq!(error.kind, FailureKind::Unavailable);
+    // The report says what failed in round 2, not round 1's "ok".
+    assert_eq!(error.nodes.get(0), NodeOutcome::Missing, "{error}");
+    // Decided by node 0 alone (one counted node short): node 1's write was
+    // not needed.
+    assert_eq!(error.nodes.get(1), NodeOutcome::Pending);
+}
+
+#[test]
+fn a_round_two_write_refused_by_the_node_s_acl_is_an_auth_failure() {
+    use redlock_core::{ErrorKind, FailureKind, NodeOutcome};
+    let error = round_two_on_a_tampered_node(|n| {
+        n.mode =
+            support::Mode::Error("NOPERM this user has no permissions to run the 'eval' command");
+    });
+    assert_eq!(error.kind, FailureKind::AuthFailed, "{error}");
+    assert_eq!(error.nodes.get(0), NodeOutcome::Failed(ErrorKind::Auth));
+}
