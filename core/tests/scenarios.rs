@@ -886,3 +886,67 @@ fn a_crowded_connection_still_sends_every_undo() {
         rig.nodes[0].keys.keys().collect::<Vec<_>>()
     );
 }
+
+/// Slot generations wrap after 65,536 uses, so an operation can get back
+/// the id of one long gone: the last command's encoding, cached to copy
+/// for the next node, must not be reused for it.
+#[test]
+fn a_reused_operation_id_never_sends_a_stale_cached_command() {
+    let mut rig: Rig<1, 16> = Rig::new(1, Rig::<1, 16>::config(1_000));
+    let first = rig
+        .core
+        .acquire_with(
+            b"a",
+            Duration::from_secs(1),
+            RetryPolicy::none(),
+            &mut TestRng(1),
+            rig.now,
+        )
+        .unwrap();
+    rig.drain();
+    assert!(matches!(
+        rig.take_op_event(first),
+        Some(Event::Acquired { .. })
+    ));
+    // 65,535 operations on the only slot that never reach the encoder: the
+    // node is down, so each fails at once.
+    rig.refuse[0] = true;
+    rig.core.handle_node_down(NodeId(0), rig.now);
+    rig.drain();
+    for i in 0..u16::MAX as u64 {
+        let op = rig
+            .core
+            .acquire_with(
+                b"a",
+                Duration::from_secs(1),
+                RetryPolicy::none(),
+                &mut TestRng(i),
+                rig.now,
+            )
+            .unwrap();
+        rig.drain();
+        assert!(rig.take_op_event(op).is_some());
+        rig.events.clear();
+    }
+    rig.refuse[0] = false;
+    rig.advance(Duration::from_secs(3));
+    assert!(rig.core.is_connected(NodeId(0)));
+    let again = rig
+        .core
+        .acquire_with(
+            b"b",
+            Duration::from_secs(1),
+            RetryPolicy::none(),
+            &mut TestRng(2),
+            rig.now,
+        )
+        .unwrap();
+    assert_eq!(again, first, "the id came back");
+    rig.drain();
+    let last = rig.nodes[0].commands.last().unwrap();
+    assert_eq!(last[1], b"b", "{last:?}");
+    assert!(matches!(
+        rig.take_op_event(again),
+        Some(Event::Acquired { .. })
+    ));
+}
