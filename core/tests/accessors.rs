@@ -1,0 +1,98 @@
+//! The core's small public accessors and bounds, each pinned by value.
+
+mod support;
+
+use std::time::Duration;
+
+use redlock_core::{
+    fence::MAX_FENCE, Config, Event, Instant, NodeConfig, NodeId, Redlock, RetryPolicy,
+};
+use support::TestRng;
+
+#[test]
+fn diagnostics_a_caller_does_not_poll_stop_at_64_and_are_counted() {
+    let config = Config::new(Duration::from_secs(2));
+    let mut core: Redlock<128, 256> = Redlock::new(config, &[NodeConfig::default()]).unwrap();
+    let mut now = Instant::ZERO;
+    assert!(matches!(core.poll_event(), Some(Event::Connect { .. })));
+    core.handle_connected(NodeId(0), now);
+    let mut buf = [0u8; 4096];
+    let mut ops = Vec::new();
+    for i in 0..100 {
+        let op = core
+            .acquire_with(
+                b"r",
+                Duration::from_secs(2),
+                RetryPolicy::none(),
+                &mut TestRng(i),
+                now,
+            )
+            .unwrap();
+        ops.push(op);
+        while core.poll_transmit(&mut buf).is_some() {}
+    }
+    // The node never answers: 100 requests time out, one diagnostic each.
+    now = now + Duration::from_secs(1);
+    core.handle_timeout(now);
+    let (mut diagnostics, mut results, mut directives) = (0, 0, 0);
+    while let Some(e) = core.poll_event() {
+        match e {
+            Event::NodeFailed { .. } => diagnostics += 1,
+            Event::AcquireFailed { .. } => results += 1,
+            _ => directives += 1,
+        }
+    }
+    assert_eq!(results, 100, "results are never dropped");
+    assert_eq!(
+        diagnostics, 64,
+        "diagnostics are queued while fewer than 64 events wait"
+    );
+    // At least one per timed-out request (the handshake may add its own).
+    assert!(
+        core.dropped_diagnostics() + 64 >= 100,
+        "every other one is counted: {}",
+        core.dropped_diagnostics()
+    );
+    let _ = directives;
+}
+
+#[test]
+fn counts_quorum_and_config() {
+    for (n, q) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (16, 9)] {
+        let core: Redlock<8, 16> = Redlock::new(
+            Config::new(Duration::from_millis(1_234)),
+            &vec![NodeConfig::default(); n],
+        )
+        .unwrap();
+        assert_eq!((core.node_count(), core.quorum()), (n, q));
+        assert_eq!(core.config().ttl, Duration::from_millis(1_234));
+        assert_eq!(core.operations_in_flight(), 0);
+        assert_eq!(core.free_slots(), 8);
+    }
+}
+
+#[test]
+fn a_node_is_connected_only_once_the_transport_says_so() {
+    let mut core: Redlock<8, 16> =
+        Redlock::new(Config::default(), &vec![NodeConfig::default(); 2]).unwrap();
+    assert!(!core.is_connected(NodeId(0)));
+    core.handle_connected(NodeId(0), Instant::ZERO);
+    assert!(core.is_connected(NodeId(0)));
+    assert!(!core.is_connected(NodeId(1)));
+    assert!(!core.is_connected(NodeId(7)), "no such node");
+    core.handle_node_down(NodeId(0), Instant::ZERO);
+    assert!(!core.is_connected(NodeId(0)));
+}
+
+#[test]
+fn observed_fences_only_raise_the_last_fence_and_stay_below_2_pow_53() {
+    let mut core: Redlock<8, 16> =
+        Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    assert_eq!(core.last_fence(), 0);
+    core.observe_fence(41);
+    assert_eq!(core.last_fence(), 41);
+    core.observe_fence(7);
+    assert_eq!(core.last_fence(), 41, "never lowered");
+    core.observe_fence(u64::MAX);
+    assert_eq!(core.last_fence(), MAX_FENCE);
+}
