@@ -931,7 +931,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         for n in 0..self.links.len() {
             let node = NodeId(n as u8);
             // Requests past their deadline.
-            while let Some((idx, op, cmd, sent)) =
+            while let Some((idx, op, cmd, _)) =
                 self.links.get_mut(n).and_then(|l| l.expire_one(now))
             {
                 if cmd == Cmd::Release && self.keeps_owed(n) {
@@ -946,12 +946,8 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
                         link.abandon(idx);
                     }
                 }
-                if cmd.takes_key() && !sent {
-                    // Never written: it cannot have landed.
-                    if let Some(o) = self.op_mut(op) {
-                        o.maybe_landed &= !(1 << n);
-                    }
-                }
+                // A key-taking request that was never written has no bit in
+                // `maybe_landed` (set only by `fill`, when it is written).
                 if cmd.counts() {
                     self.node_failed(
                         node,

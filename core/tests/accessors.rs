@@ -96,3 +96,51 @@ fn observed_fences_only_raise_the_last_fence_and_stay_below_2_pow_53() {
     core.observe_fence(u64::MAX);
     assert_eq!(core.last_fence(), MAX_FENCE);
 }
+
+#[test]
+fn a_second_down_report_for_a_node_in_backoff_changes_nothing() {
+    let mut core: Redlock<8, 16> =
+        Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    let now = Instant::ZERO;
+    while core.poll_event().is_some() {}
+    core.handle_node_down(NodeId(0), now);
+    let backoff = core.poll_timeout();
+    let mut first = 0;
+    while core.poll_event().is_some() {
+        first += 1;
+    }
+    assert!(first > 0, "the first report is a diagnostic");
+    core.handle_node_down(NodeId(0), now);
+    assert_eq!(core.poll_timeout(), backoff, "the backoff is not extended");
+    assert!(core.poll_event().is_none(), "nor reported twice");
+}
+
+/// Nodes take turns: after a transmit to one node the next goes to the
+/// next node with work, so a caller that sends one transmit at a time
+/// cannot starve a node behind a busy one.
+#[test]
+fn poll_transmit_serves_the_nodes_in_turn() {
+    let mut core: Redlock<8, 16> =
+        Redlock::new(Config::default(), &vec![NodeConfig::default(); 3]).unwrap();
+    let now = Instant::ZERO;
+    for n in 0..3 {
+        core.handle_connected(NodeId(n), now);
+    }
+    let mut buf = [0u8; 4096];
+    while core.poll_transmit(&mut buf).is_some() {}
+    for i in 0..2 {
+        core.acquire_with(
+            b"r",
+            Duration::from_secs(10),
+            RetryPolicy::none(),
+            &mut TestRng(i),
+            now,
+        )
+        .unwrap();
+    }
+    // Room for one command at a time.
+    let mut small = [0u8; 120];
+    let order: Vec<u8> =
+        std::iter::from_fn(|| core.poll_transmit(&mut small).map(|t| t.node.0)).collect();
+    assert_eq!(order, [0, 1, 2, 0, 1, 2]);
+}

@@ -577,3 +577,187 @@ fn no_retry_starts_at_the_very_end_of_the_wait_budget() {
     };
     assert_eq!(error.attempts, 2);
 }
+
+fn commands_named(rig: &Rig, node: usize, name: &[u8]) -> usize {
+    rig.nodes[node]
+        .commands
+        .iter()
+        .filter(|c| c[0].eq_ignore_ascii_case(name))
+        .count()
+}
+
+/// A release a node never answered stays owed to it: when the connection is
+/// replaced, the release is written again and the key there goes at once.
+#[test]
+fn a_release_that_timed_out_is_written_again_on_the_next_connection() {
+    let mut rig: Rig = Rig::new(3, Rig::<64, 128>::config(1_000));
+    let op = rig
+        .core
+        .acquire_with(
+            b"r",
+            Duration::from_secs(10),
+            RetryPolicy::none(),
+            &mut TestRng(12),
+            rig.now,
+        )
+        .unwrap();
+    rig.settle();
+    let Some(Event::Acquired { lease, .. }) = rig.take_op_event(op) else {
+        panic!("acquired on three idle nodes");
+    };
+    rig.nodes[2].mode = Mode::Silent;
+    let op = rig.core.release(&lease, rig.now).unwrap();
+    rig.advance(Duration::from_millis(60));
+    assert!(matches!(
+        rig.take_op_event(op),
+        Some(Event::Released { .. })
+    ));
+    assert!(rig.nodes[2].keys.contains_key(&b"r"[..]), "read, never run");
+    rig.nodes[2].mode = Mode::Normal;
+    rig.core.handle_node_down(NodeId(2), rig.now);
+    rig.advance(Duration::from_millis(200));
+    assert!(rig.core.is_connected(NodeId(2)));
+    assert_eq!(commands_named(&rig, 2, b"EVAL"), 2, "written again");
+    assert!(!rig.nodes[2].keys.contains_key(&b"r"[..]));
+}
+
+/// A key-taking command that timed out is never written again: a new
+/// connection gets nothing of the finished acquire.
+#[test]
+fn a_set_that_timed_out_is_never_written_again() {
+    let mut rig: Rig = Rig::new(3, Rig::<64, 128>::config(1_000));
+    rig.nodes[0].mode = Mode::Silent;
+    let op = rig
+        .core
+        .acquire_with(
+            b"r",
+            Duration::from_secs(10),
+            RetryPolicy::none(),
+            &mut TestRng(13),
+            rig.now,
+        )
+        .unwrap();
+    rig.drain();
+    assert!(matches!(
+        rig.take_op_event(op),
+        Some(Event::Acquired { .. })
+    ));
+    rig.advance(Duration::from_millis(60));
+    rig.nodes[0].mode = Mode::Normal;
+    rig.core.handle_node_down(NodeId(0), rig.now);
+    rig.advance(Duration::from_millis(200));
+    assert!(rig.core.is_connected(NodeId(0)));
+    assert_eq!(
+        commands_named(&rig, 0, b"SET"),
+        1,
+        "{:?}",
+        rig.nodes[0].commands
+    );
+    assert_eq!(
+        commands_named(&rig, 0, b"EVAL"),
+        0,
+        "nor turned into an undo"
+    );
+    assert!(!rig.nodes[0].keys.contains_key(&b"r"[..]));
+}
+
+/// Node 0 ran the SET and its reply is late; node 1's SET waits behind a
+/// handshake reply (SELECT) that is late too, so it expires unwritten; node 2 says
+/// "held". The attempt fails: the undo goes to node 0 only (node 1 never got
+/// the SET, node 2 refused).
+#[test]
+fn an_expired_unwritten_set_clears_only_its_own_node_s_undo() {
+    let mut nodes = vec![redlock_core::NodeConfig::default(); 3];
+    nodes[1].db = 1;
+    let mut rig: Rig = Rig::with_nodes(&nodes, Rig::<64, 128>::config(1_000));
+    rig.nodes[2]
+        .keys
+        .insert(b"r".to_vec(), (b"foreign".to_vec(), 100_000));
+    rig.hold[0] = true;
+    rig.hold[1] = true;
+    rig.core.handle_node_down(NodeId(1), rig.now);
+    rig.advance(Duration::from_millis(200));
+    let op = rig
+        .core
+        .acquire_with(
+            b"r",
+            Duration::from_secs(10),
+            RetryPolicy::none(),
+            &mut TestRng(14),
+            rig.now,
+        )
+        .unwrap();
+    rig.drain();
+    assert_eq!(
+        commands_named(&rig, 1, b"SET"),
+        0,
+        "waits for the SELECT reply"
+    );
+    rig.advance(Duration::from_millis(60));
+    assert!(matches!(
+        rig.take_op_event(op),
+        Some(Event::AcquireFailed { .. })
+    ));
+    rig.hold = vec![false; 3];
+    rig.release_held(0);
+    rig.release_held(1);
+    rig.settle();
+    assert_eq!(commands_named(&rig, 0, b"EVAL"), 1, "node 0's undo");
+    assert!(!rig.nodes[0].keys.contains_key(&b"r"[..]));
+    assert_eq!(
+        commands_named(&rig, 1, b"EVAL"),
+        0,
+        "{:?}",
+        rig.nodes[1].commands
+    );
+    assert_eq!(
+        commands_named(&rig, 2, b"EVAL"),
+        0,
+        "{:?}",
+        rig.nodes[2].commands
+    );
+}
+
+/// Node 0 is silent, node 1 says OK, node 2 "held": the attempt fails when
+/// node 0's SET times out, and the operation waits to retry. After node 0's
+/// connection is replaced it gets the undo again, and only it (the
+/// timed-out SET itself is never turned into something to write again).
+#[test]
+fn a_timed_out_set_of_a_retrying_acquire_owes_its_node_only_the_undo() {
+    let mut rig: Rig = Rig::new(3, Rig::<64, 128>::config(1_000));
+    rig.nodes[0].mode = Mode::Silent;
+    rig.nodes[2]
+        .keys
+        .insert(b"r".to_vec(), (b"foreign".to_vec(), 100_000));
+    let retry = RetryPolicy {
+        count: 1,
+        delay: Duration::from_millis(500),
+        jitter: Duration::ZERO,
+        wait: None,
+    };
+    let op = rig
+        .core
+        .acquire_with(
+            b"r",
+            Duration::from_secs(10),
+            retry,
+            &mut TestRng(15),
+            rig.now,
+        )
+        .unwrap();
+    rig.drain();
+    rig.advance(Duration::from_millis(60));
+    assert!(rig.take_op_event(op).is_none(), "waiting to retry");
+    rig.nodes[0].mode = Mode::Normal;
+    rig.core.handle_node_down(NodeId(0), rig.now);
+    rig.advance(Duration::from_millis(200));
+    assert!(rig.core.is_connected(NodeId(0)));
+    assert_eq!(commands_named(&rig, 0, b"SET"), 1);
+    // The undo written to the silent connection, then once more to the new.
+    assert_eq!(
+        commands_named(&rig, 0, b"EVAL"),
+        2,
+        "{:?}",
+        rig.nodes[0].commands
+    );
+}
