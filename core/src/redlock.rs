@@ -1537,10 +1537,9 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             for _ in 0..withdrawn + abandoned + w2 + a2 {
                 self.unref(id);
             }
+            // A withdrawn request was never written: it has no bit in
+            // `maybe_landed` (set only by `fill`).
             let Some(op) = self.op_mut(id) else { return };
-            if withdrawn > 0 {
-                op.maybe_landed &= !(1 << node);
-            }
             let landed =
                 op.outcomes.get(node) == NodeOutcome::Ok || op.maybe_landed & (1 << node) != 0;
             if landed {

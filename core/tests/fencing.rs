@@ -294,6 +294,12 @@ fn round_two_on_a_tampered_node(
     rig.release_held(2);
     rig.settle();
     assert!(rig.nodes[1..].iter().all(|n| n.keys.is_empty()), "undone");
+    rig.events.clear();
+    assert_eq!(
+        rig.core.free_slots(),
+        64,
+        "every request gave its reference back"
+    );
     error
 }
 
@@ -318,4 +324,33 @@ fn a_round_two_write_refused_by_the_node_s_acl_is_an_auth_failure() {
     });
     assert_eq!(error.kind, FailureKind::AuthFailed, "{error}");
     assert_eq!(error.nodes.get(0), NodeOutcome::Failed(ErrorKind::Auth));
+}
+
+/// Round 2 is queued but not yet written when node 0's connection drops:
+/// the round fails, node 1's queued fence write is withdrawn (never
+/// written), its key undone, and the slot is free again.
+#[test]
+fn a_fence_write_still_queued_when_round_two_fails_is_withdrawn() {
+    use redlock_core::NodeId;
+    let mut rig: Rig = Rig::new(3, Rig::<64, 128>::config(1_000));
+    rig.nodes[0].registers.insert(reg(b"r"), 5_000_000);
+    rig.hold = vec![true; 3];
+    let set = ResourceSet::one(b"r").unwrap();
+    let op = acquire(&mut rig, &set, RetryPolicy::none(), 16);
+    rig.release_held(0);
+    // Node 1's OK makes the quorum: round 2 is queued for nodes 0 and 1.
+    let bytes = std::mem::take(&mut rig.held[1]);
+    rig.core.handle_input(NodeId(1), &bytes, rig.now);
+    rig.core.handle_node_down(NodeId(0), rig.now);
+    rig.hold = vec![false; 3];
+    rig.release_held(2);
+    rig.settle();
+    assert!(matches!(
+        rig.take_op_event(op),
+        Some(Event::AcquireFailed { .. })
+    ));
+    assert_eq!(fence_writes(&rig, 1), 0, "withdrawn before it was written");
+    assert!(rig.nodes[1..].iter().all(|n| n.keys.is_empty()), "undone");
+    rig.events.clear();
+    assert_eq!(rig.core.free_slots(), 64);
 }

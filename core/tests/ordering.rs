@@ -761,3 +761,80 @@ fn a_timed_out_set_of_a_retrying_acquire_owes_its_node_only_the_undo() {
         rig.nodes[0].commands
     );
 }
+
+/// A failed attempt gives back the references of its requests whether they
+/// were written and unanswered (node 0: abandoned, then undone) or still
+/// queued (node 1, behind a late SELECT reply: withdrawn, never written).
+#[test]
+fn a_failed_attempt_frees_its_slot_whatever_its_requests_had_become() {
+    let mut nodes = vec![redlock_core::NodeConfig::default(); 5];
+    nodes[1].db = 1;
+    let mut rig: Rig = Rig::with_nodes(&nodes, Rig::<64, 128>::config(1_000));
+    rig.hold[1] = true;
+    rig.core.handle_node_down(NodeId(1), rig.now);
+    rig.advance(Duration::from_millis(200));
+    for n in [2, 3, 4] {
+        rig.nodes[n]
+            .keys
+            .insert(b"r".to_vec(), (b"foreign".to_vec(), 100_000));
+    }
+    let op = rig
+        .core
+        .acquire_with(
+            b"r",
+            Duration::from_secs(10),
+            RetryPolicy::none(),
+            &mut TestRng(17),
+            rig.now,
+        )
+        .unwrap();
+    rig.hold = vec![true, true, true, true, true];
+    rig.drain();
+    assert_eq!(commands_named(&rig, 0, b"SET"), 1, "written");
+    for n in [2, 3, 4] {
+        rig.release_held(n);
+    }
+    // Three "held": busy at once, with node 0 unanswered and node 1 unsent.
+    assert!(matches!(
+        rig.take_op_event(op),
+        Some(Event::AcquireFailed { error, .. }) if error.kind == FailureKind::Busy
+    ));
+    rig.hold = vec![false; 5];
+    rig.release_held(0);
+    rig.release_held(1);
+    rig.settle();
+    assert_eq!(commands_named(&rig, 1, b"SET"), 0, "withdrawn");
+    assert_eq!(commands_named(&rig, 0, b"EVAL"), 1, "node 0's undo");
+    assert!(rig.nodes[0].keys.is_empty());
+    rig.events.clear();
+    assert_eq!(rig.core.free_slots(), 64);
+}
+
+/// A node that answers "NOSCRIPT" (no script is ever sent by SHA) gets no
+/// second copy of anything: the reply is that node's error.
+#[test]
+fn a_noscript_reply_is_an_error_never_a_reason_to_send_again() {
+    let mut rig: Rig = Rig::new(3, Rig::<64, 128>::config(1_000));
+    rig.nodes[0].mode = Mode::Error("NOSCRIPT No matching script. Please use EVAL.");
+    let op = rig
+        .core
+        .acquire_with(
+            b"r",
+            Duration::from_secs(10),
+            RetryPolicy::none(),
+            &mut TestRng(18),
+            rig.now,
+        )
+        .unwrap();
+    rig.settle();
+    assert!(matches!(
+        rig.take_op_event(op),
+        Some(Event::Acquired { .. })
+    ));
+    assert_eq!(
+        rig.nodes[0].commands.len(),
+        1,
+        "{:?}",
+        rig.nodes[0].commands
+    );
+}
