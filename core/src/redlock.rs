@@ -1658,11 +1658,8 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         }
         self.node_failed(node, None, error);
         for o in orphans {
-            if o.cmd.takes_key() && !o.sent {
-                if let Some(op) = self.op_mut(o.op) {
-                    op.maybe_landed &= !(1 << n);
-                }
-            }
+            // An unwritten key-taking request has no bit in `maybe_landed`
+            // (set only by `fill`, when it is written): nothing to clear.
             if o.cmd.counts() {
                 let failed = NodeOutcome::Failed(kind);
                 self.record(o.op, n, o.cmd, failed, 0, Source::Unknown, now);
@@ -1930,6 +1927,20 @@ pub struct Transmit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pause is SplitMix64 (first outputs for state 0:
+    /// 0xe220a8397b1dcdaf, 0x6e789e6aa1b965f4) reduced modulo `jitter + 1`,
+    /// centred on `delay`: pinned so a change to the mixing is seen.
+    #[test]
+    fn jitter_is_splitmix64_centred_on_the_delay() {
+        let (delay, j) = (Duration::from_millis(100), Duration::from_millis(50));
+        let mut s = 0;
+        assert_eq!(jitter(&mut s, delay, j), Duration::from_micros(102_379));
+        assert_eq!(jitter(&mut s, delay, j), Duration::from_micros(87_741));
+        let mut s = 7;
+        assert_eq!(jitter(&mut s, delay, Duration::ZERO), delay);
+        assert_eq!(s, 7, "no jitter draws nothing");
+    }
 
     #[test]
     fn jitter_never_overflows() {

@@ -144,3 +144,38 @@ fn poll_transmit_serves_the_nodes_in_turn() {
         std::iter::from_fn(|| core.poll_transmit(&mut small).map(|t| t.node.0)).collect();
     assert_eq!(order, [0, 1, 2, 0, 1, 2]);
 }
+
+/// A command that does not fit even an empty transmit buffer fails its
+/// request at once (a typed error), instead of waiting for its deadline.
+#[test]
+fn a_buffer_too_small_for_one_command_fails_the_request_at_once() {
+    let mut core: Redlock<8, 16> =
+        Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    let now = Instant::ZERO;
+    core.handle_connected(NodeId(0), now);
+    let mut buf = [0u8; 4096];
+    while core.poll_transmit(&mut buf).is_some() {}
+    while core.poll_event().is_some() {}
+    let op = core
+        .acquire_with(
+            b"r",
+            Duration::from_secs(10),
+            RetryPolicy::none(),
+            &mut TestRng(3),
+            now,
+        )
+        .unwrap();
+    assert_eq!(core.poll_transmit(&mut [0u8; 16]), None);
+    let mut failed = None;
+    while let Some(e) = core.poll_event() {
+        if let Event::AcquireFailed { op: o, error } = e {
+            assert_eq!(o, op);
+            failed = Some(error);
+        }
+    }
+    let error = failed.expect("failed at once, without waiting for a timeout");
+    assert_eq!(
+        error.nodes.get(0),
+        redlock_core::NodeOutcome::Failed(redlock_core::ErrorKind::BufferTooSmall)
+    );
+}

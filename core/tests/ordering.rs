@@ -838,3 +838,28 @@ fn a_noscript_reply_is_an_error_never_a_reason_to_send_again() {
         rig.nodes[0].commands
     );
 }
+
+/// A release written to a connection that drops before any reply is owed
+/// to the node: it is written again after the reconnect.
+#[test]
+fn a_release_in_flight_when_the_connection_drops_is_written_again() {
+    let (mut rig, lease) = held_on_three_then_node_2_down(19);
+    rig.refuse[2] = false;
+    rig.advance(Duration::from_millis(200));
+    assert!(rig.core.is_connected(NodeId(2)));
+    rig.nodes[2].mode = Mode::Silent;
+    let op = rig.core.release(&lease, rig.now).unwrap();
+    rig.drain();
+    assert!(matches!(
+        rig.take_op_event(op),
+        Some(Event::Released { .. })
+    ));
+    rig.nodes[2].mode = Mode::Normal;
+    rig.core.handle_node_down(NodeId(2), rig.now);
+    rig.advance(Duration::from_millis(200));
+    assert!(rig.core.is_connected(NodeId(2)));
+    assert!(
+        !rig.nodes[2].keys.contains_key(&b"r"[..]),
+        "released there too"
+    );
+}
