@@ -1005,6 +1005,22 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
                 }
             }
         }
+        // `waiting` only lets slot scans be skipped; in debug builds (every
+        // test) check that it counts exactly the ops waiting to retry.
+        debug_assert_eq!(
+            self.waiting,
+            self.slots
+                .iter()
+                .filter(|s| matches!(
+                    s.op,
+                    Some(Op {
+                        phase: Phase::Waiting(_),
+                        ..
+                    })
+                ))
+                .count(),
+            "the count of operations waiting to retry"
+        );
     }
 
     // ---------------------------------------------------------------- (D) outputs
@@ -1102,22 +1118,6 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     /// assert_eq!(core.poll_timeout(), None);
     /// ```
     pub fn poll_timeout(&self) -> Option<Instant> {
-        // `waiting` only lets the scans below be skipped; in debug builds
-        // (every test) check that it counts exactly the ops waiting to retry.
-        debug_assert_eq!(
-            self.waiting,
-            self.slots
-                .iter()
-                .filter(|s| matches!(
-                    s.op,
-                    Some(Op {
-                        phase: Phase::Waiting(_),
-                        ..
-                    })
-                ))
-                .count(),
-            "the count of operations waiting to retry"
-        );
         let stuck_after = self.config.node_timeout * STUCK_FACTOR;
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| {
