@@ -1028,7 +1028,10 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
     /// Writes the next bytes to send into `buf` and says to which node.
     /// Call until `None` after every input. Several pipelined commands for
     /// one node are batched while they fit; a `buf` of
-    /// [`MIN_TRANSMIT_BUF`](crate::MIN_TRANSMIT_BUF) bytes always fits one.
+    /// [`MIN_TRANSMIT_BUF`](crate::MIN_TRANSMIT_BUF) bytes always fits one
+    /// (a command that does not fit an empty `buf` fails its request at once,
+    /// as [`ErrorKind::BufferTooSmall`](crate::ErrorKind::BufferTooSmall)).
+    /// Nodes take turns, so one busy node cannot hold the others back.
     ///
     /// ```
     /// # use redlock_core::{Config, NodeConfig, Redlock};
