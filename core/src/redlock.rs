@@ -1362,7 +1362,9 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             // A definite refusal (held, error reply) means no key there.
             op.maybe_landed &= !(1 << node);
         }
-        if cmd.takes_key() && outcome == NodeOutcome::Ok && op.fenced.is_some() {
+        // `old` is a register value only in a fenced acquire's OK (0 for
+        // every other reply), and only OK nodes' `olds` are read.
+        if op.fenced.is_some() {
             if let Some(slot) = op.olds.get_mut(node) {
                 *slot = old;
             }
