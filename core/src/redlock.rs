@@ -1861,8 +1861,10 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
 
     fn push_directive(&mut self, e: Queued) {
         if self.events.push_back(e).is_err() {
-            // Cannot happen: directives are bounded by 2 per node and the
-            // queue reserves room for them. Count it rather than panic.
+            // Not for a transport that keeps the contract: directives are
+            // bounded by 2 per node and the queue reserves room for them. A
+            // caller reporting connections it was never asked for can
+            // overflow it: count it rather than panic.
             self.dropped_diagnostics += 1;
         }
     }

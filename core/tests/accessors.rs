@@ -179,3 +179,25 @@ fn a_buffer_too_small_for_one_command_fails_the_request_at_once() {
         redlock_core::NodeOutcome::Failed(redlock_core::ErrorKind::BufferTooSmall)
     );
 }
+
+/// Even a caller that breaks the contract (reports connections it was never
+/// asked to open, never polls) cannot grow the queue or lose count: every
+/// event is either queued or counted as dropped.
+#[test]
+fn a_caller_that_never_polls_loses_no_count() {
+    let mut core: Redlock<8, 16> =
+        Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    let now = Instant::ZERO;
+    for _ in 0..100 {
+        core.handle_connected(NodeId(0), now);
+        // A reply to no request: a protocol error, the link is reset
+        // (a Disconnect directive and a diagnostic).
+        core.handle_input(NodeId(0), b"+OK\r\n", now);
+    }
+    let mut queued = 0u64;
+    while core.poll_event().is_some() {
+        queued += 1;
+    }
+    assert!(queued <= 96, "bounded: {queued}");
+    assert_eq!(queued + core.dropped_diagnostics(), 1 + 2 * 100);
+}
