@@ -201,3 +201,45 @@ fn a_caller_that_never_polls_loses_no_count() {
     assert!(queued <= 96, "bounded: {queued}");
     assert_eq!(queued + core.dropped_diagnostics(), 1 + 2 * 100);
 }
+
+#[test]
+fn the_largest_fence_is_2_pow_53_minus_1() {
+    assert_eq!(MAX_FENCE, 9_007_199_254_740_991);
+}
+
+#[test]
+fn a_fence_guard_refuses_only_older_fences() {
+    use redlock_core::fence::{FenceGuard, StaleFence};
+    let mut g = FenceGuard::new();
+    assert_eq!(g.highest(), 0);
+    assert_eq!(g.admit(5), Ok(()));
+    assert_eq!(g.highest(), 5);
+    assert_eq!(g.admit(5), Ok(()), "the same holder writes twice");
+    assert_eq!(
+        g.admit(4),
+        Err(StaleFence {
+            fence: 4,
+            highest: 5
+        })
+    );
+    assert_eq!(g.highest(), 5, "a refusal changes nothing");
+    assert_eq!(g.admit(9), Ok(()));
+    assert_eq!(FenceGuard::resume(9).admit(8).unwrap_err().highest, 9);
+    assert_eq!(
+        g.admit(1).unwrap_err().to_string(),
+        "stale fence 1: a newer holder (fence 9) has written"
+    );
+}
+
+#[test]
+fn resource_sets_contain_and_overlap_by_name() {
+    use redlock_core::ResourceSet;
+    let ab = ResourceSet::new(&[b"b".as_slice(), b"a", b"b"]).unwrap();
+    let bc = ResourceSet::new(&[b"b".as_slice(), b"c"]).unwrap();
+    let c = ResourceSet::one(b"c").unwrap();
+    assert!(ab.contains(b"a") && ab.contains(b"b") && !ab.contains(b"c"));
+    assert!(!ab.contains(b"ab"), "whole names only");
+    assert!(ab.overlaps(&bc) && bc.overlaps(&ab));
+    assert!(!ab.overlaps(&c) && !c.overlaps(&ab));
+    assert!(c.overlaps(&bc));
+}
