@@ -54,6 +54,55 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The longest an acquire with this policy takes if every attempt times
+    /// out: its `wait`, or every attempt's node timeout plus the pauses
+    /// between them (at their longest). A transport that queues an acquire
+    /// before it can start bounds the wait by this. Saturating.
+    ///
+    /// ```
+    /// # use redlock_core::RetryPolicy;
+    /// # use core::time::Duration;
+    /// let t = Duration::from_millis(100);
+    /// assert_eq!(RetryPolicy::none().longest(t), t);
+    /// let r = RetryPolicy { count: 2, delay: Duration::from_millis(50), jitter: Duration::from_millis(20), wait: None };
+    /// assert_eq!(r.longest(t), Duration::from_millis(3 * 100 + 2 * 60));
+    /// let w = RetryPolicy { wait: Some(Duration::from_secs(3)), ..r };
+    /// assert_eq!(w.longest(t), Duration::from_secs(3));
+    /// ```
+    pub fn longest(&self, node_timeout: Duration) -> Duration {
+        match self.wait {
+            Some(wait) => wait.max(node_timeout),
+            None => {
+                let attempts = self.count.saturating_add(1);
+                let pause = self.delay.saturating_add(self.jitter / 2);
+                node_timeout
+                    .saturating_mul(attempts)
+                    .saturating_add(pause.saturating_mul(self.count))
+            }
+        }
+    }
+
+    /// This policy for an acquire that starts `waited` late (it waited for
+    /// an operation slot): a `wait` budget shrinks by the time already
+    /// spent, so the caller's deadline does not move; a count of attempts
+    /// stays.
+    ///
+    /// ```
+    /// # use redlock_core::RetryPolicy;
+    /// # use core::time::Duration;
+    /// let w = RetryPolicy { wait: Some(Duration::from_secs(3)), ..RetryPolicy::default() };
+    /// assert_eq!(w.after_waiting(Duration::from_secs(1)).wait, Some(Duration::from_secs(2)));
+    /// assert_eq!(w.after_waiting(Duration::from_secs(9)).wait, Some(Duration::ZERO));
+    /// let c = RetryPolicy::default();
+    /// assert_eq!(c.after_waiting(Duration::from_secs(1)), c);
+    /// ```
+    pub fn after_waiting(self, waited: Duration) -> RetryPolicy {
+        RetryPolicy {
+            wait: self.wait.map(|w| w.saturating_sub(waited)),
+            ..self
+        }
+    }
+
     /// Checks the pauses are within [`MAX_RETRY_PAUSE`].
     ///
     /// ```

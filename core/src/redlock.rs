@@ -394,6 +394,30 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         OPS - self.free.len()
     }
 
+    /// Operation slots kept for extensions and releases: a transport lets
+    /// acquires hold at most `OPS - ACQUIRE_RESERVE` slots
+    /// ([`admits_acquire`](Self::admits_acquire)), so a keeper's extension
+    /// or a dropped lease's release always finds one.
+    ///
+    /// ```
+    /// # use redlock_core::Redlock;
+    /// assert_eq!(Redlock::<1024, 16>::ACQUIRE_RESERVE, 256);
+    /// ```
+    pub const ACQUIRE_RESERVE: usize = OPS / 4;
+
+    /// Whether a new acquire may take a slot while `in_flight` operations
+    /// run (the reserve for extensions and releases stays free).
+    ///
+    /// ```
+    /// # use redlock_core::{Config, NodeConfig, Redlock};
+    /// let core: Redlock<8, 16> = Redlock::new(Config::default(), &[NodeConfig::default()]).unwrap();
+    /// assert!(core.admits_acquire(core.operations_in_flight()));
+    /// assert!(core.admits_acquire(5) && !core.admits_acquire(6));
+    /// ```
+    pub fn admits_acquire(&self, in_flight: usize) -> bool {
+        in_flight + Self::ACQUIRE_RESERVE < OPS
+    }
+
     /// Operation slots free for new commands.
     ///
     /// ```

@@ -243,3 +243,27 @@ fn resource_sets_contain_and_overlap_by_name() {
     assert!(!ab.overlaps(&c) && !c.overlaps(&ab));
     assert!(c.overlaps(&bc));
 }
+
+#[test]
+fn the_longest_an_acquire_takes_saturates_and_a_late_start_keeps_the_deadline() {
+    let t = Duration::from_millis(100);
+    let r = RetryPolicy {
+        count: 2,
+        delay: Duration::from_millis(50),
+        jitter: Duration::from_millis(20),
+        wait: None,
+    };
+    assert_eq!(r.longest(t), Duration::from_millis(300 + 120));
+    let huge = RetryPolicy {
+        count: u32::MAX,
+        delay: Duration::MAX,
+        ..r
+    };
+    assert_eq!(huge.longest(t), Duration::MAX);
+    let short = RetryPolicy {
+        wait: Some(Duration::from_millis(10)),
+        ..r
+    };
+    assert_eq!(short.longest(t), t, "at least one node timeout");
+    assert_eq!(r.after_waiting(Duration::from_secs(1)), r);
+}

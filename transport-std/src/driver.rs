@@ -776,7 +776,7 @@ impl Driver {
 
     /// Whether acquires may take one more operation slot.
     fn acquire_room(&self) -> bool {
-        self.core.operations_in_flight() + backlog::reserve(OPS) < OPS
+        self.core.admits_acquire(self.core.operations_in_flight())
     }
 
     /// Calls the core command for `req` (an acquire that `waited` for a
@@ -816,7 +816,7 @@ impl Driver {
                 ..
             } => {
                 let options = AcquireOptions {
-                    retry: backlog::after_waiting(options.retry, waited),
+                    retry: options.retry.after_waiting(waited),
                     ..*options
                 };
                 self.core.acquire_set(resources, &options, rng, now)
@@ -865,10 +865,9 @@ impl Driver {
     fn wait(&mut self, req: Request) {
         let since = std::time::Instant::now();
         let (deadline, acquire) = match &req.cmd {
-            Command::Acquire { options, .. } => (
-                since + backlog::acquire_budget(&options.retry, self.node_timeout),
-                true,
-            ),
+            Command::Acquire { options, .. } => {
+                (since + options.retry.longest(self.node_timeout), true)
+            }
             Command::Extend {
                 held: Held::Lease(l),
                 ..
@@ -934,7 +933,7 @@ impl Driver {
             return changed;
         }
         let mut in_flight = self.core.operations_in_flight();
-        while in_flight + backlog::reserve(OPS) < OPS {
+        while self.core.admits_acquire(in_flight) {
             let Some(backlog::Waiting {
                 req,
                 since,

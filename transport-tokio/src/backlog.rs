@@ -7,24 +7,20 @@
 //! still holds on every node, and the release of a dropped lease would be
 //! thrown away, leaving its key for the whole TTL. So:
 //!
-//! * acquires may hold at most `OPS - RESERVE` slots; the reserve is for
-//!   extensions and releases of leases already held;
+//! * acquires may hold at most `OPS - ACQUIRE_RESERVE` slots (the core
+//!   decides: `Redlock::admits_acquire`); the reserve is for extensions and
+//!   releases of leases already held;
 //! * a request that cannot start now (an acquire beyond its share, or
 //!   anything while every slot is taken) waits here, in order, until a
 //!   slot frees, bounded by its own deadline; extensions and releases are
 //!   admitted first;
 //! * a request whose deadline passes while it waits is refused with
-//!   `TooManyOperations`: a local refusal, never reported as a loss.
+//!   `TooManyOperations`: a local refusal, never reported as a loss; an
+//!   acquire waits at most `RetryPolicy::longest`, and its policy is
+//!   `RetryPolicy::after_waiting` once admitted.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
-
-use redlock_core::RetryPolicy;
-
-/// Slots kept for extensions and releases, out of `ops`.
-pub(crate) const fn reserve(ops: usize) -> usize {
-    ops / 4
-}
+use std::time::Instant;
 
 /// One request waiting for a slot.
 #[derive(Debug)]
@@ -95,63 +91,10 @@ impl<R> Backlog<R> {
     }
 }
 
-/// How long an acquire may wait for a slot: as long as it would take at
-/// most if it ran (its `wait`, or every attempt timing out with its pauses).
-pub(crate) fn acquire_budget(retry: &RetryPolicy, node_timeout: Duration) -> Duration {
-    match retry.wait {
-        Some(wait) => wait.max(node_timeout),
-        None => {
-            let attempts = retry.count.saturating_add(1);
-            let pause = retry.delay.saturating_add(retry.jitter / 2);
-            node_timeout
-                .saturating_mul(attempts)
-                .saturating_add(pause.saturating_mul(retry.count))
-        }
-    }
-}
-
-/// The retry policy of an acquire admitted after waiting `waited`: a
-/// `wait` budget shrinks by the time already spent (the caller's deadline
-/// does not move); a count of attempts stays.
-pub(crate) fn after_waiting(retry: RetryPolicy, waited: Duration) -> RetryPolicy {
-    RetryPolicy {
-        wait: retry.wait.map(|w| w.saturating_sub(waited)),
-        ..retry
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn budgets() {
-        let t = Duration::from_millis(100);
-        assert_eq!(acquire_budget(&RetryPolicy::none(), t), t);
-        let r = RetryPolicy {
-            count: 2,
-            delay: Duration::from_millis(50),
-            jitter: Duration::from_millis(20),
-            wait: None,
-        };
-        assert_eq!(acquire_budget(&r, t), Duration::from_millis(300 + 120));
-        let w = RetryPolicy {
-            wait: Some(Duration::from_secs(3)),
-            ..r
-        };
-        assert_eq!(acquire_budget(&w, t), Duration::from_secs(3));
-        assert_eq!(
-            after_waiting(w, Duration::from_secs(1)).wait,
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(after_waiting(r, Duration::from_secs(1)), r);
-        let huge = RetryPolicy {
-            count: u32::MAX,
-            delay: Duration::MAX,
-            ..r
-        };
-        assert_eq!(acquire_budget(&huge, t), Duration::MAX);
-    }
+    use std::time::Duration;
 
     #[test]
     fn expiry_and_order() {

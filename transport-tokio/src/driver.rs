@@ -458,7 +458,7 @@ impl Driver {
 
     /// Whether acquires may take one more operation slot.
     fn acquire_room(&self) -> bool {
-        self.core.operations_in_flight() + backlog::reserve(OPS) < OPS
+        self.core.admits_acquire(self.core.operations_in_flight())
     }
 
     /// Calls the core command for `cmd` (an acquire that `waited` for a
@@ -474,7 +474,7 @@ impl Driver {
                 ..
             } => {
                 let options = AcquireOptions {
-                    retry: backlog::after_waiting(options.retry, waited),
+                    retry: options.retry.after_waiting(waited),
                     ..*options
                 };
                 self.core.acquire_set(resources, &options, rng, now)
@@ -540,10 +540,9 @@ impl Driver {
         let since = std::time::Instant::now();
         let config = *self.core.config();
         let (deadline, acquire) = match &cmd {
-            Command::Acquire { options, .. } => (
-                since + backlog::acquire_budget(&options.retry, self.node_timeout),
-                true,
-            ),
+            Command::Acquire { options, .. } => {
+                (since + options.retry.longest(self.node_timeout), true)
+            }
             Command::Extend {
                 held: Held::Lease(l),
                 ..
@@ -623,7 +622,7 @@ impl Driver {
             return changed;
         }
         let mut in_flight = self.core.operations_in_flight();
-        while in_flight + backlog::reserve(OPS) < OPS {
+        while self.core.admits_acquire(in_flight) {
             let Some(backlog::Waiting {
                 req,
                 since,
