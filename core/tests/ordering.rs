@@ -494,16 +494,7 @@ fn a_failed_attempt_undoes_exactly_the_nodes_that_may_hold_its_key() {
             .keys
             .insert(b"r".to_vec(), (b"foreign".to_vec(), 100_000));
     }
-    let op = rig
-        .core
-        .acquire_with(
-            b"r",
-            Duration::from_secs(10),
-            RetryPolicy::none(),
-            &mut TestRng(11),
-            rig.now,
-        )
-        .unwrap();
+    let op = acquire_r(&mut rig, RetryPolicy::none(), 11);
     rig.settle();
     assert!(matches!(
         rig.take_op_event(op),
@@ -541,16 +532,7 @@ fn no_retry_starts_at_the_very_end_of_the_wait_budget() {
         jitter: Duration::ZERO,
         wait: Some(Duration::from_millis(100)),
     };
-    let op = rig
-        .core
-        .acquire_with(
-            b"r",
-            Duration::from_secs(10),
-            retry,
-            &mut TestRng(12),
-            rig.now,
-        )
-        .unwrap();
+    let op = acquire_r(&mut rig, retry, 12);
     rig.settle();
     let Some(Event::AcquireFailed { error, .. }) = rig.take_op_event(op) else {
         panic!("busy");
@@ -561,21 +543,25 @@ fn no_retry_starts_at_the_very_end_of_the_wait_budget() {
         wait: Some(Duration::from_millis(101)),
         ..retry
     };
-    let op = rig
-        .core
-        .acquire_with(
-            b"r",
-            Duration::from_secs(10),
-            retry,
-            &mut TestRng(13),
-            rig.now,
-        )
-        .unwrap();
+    let op = acquire_r(&mut rig, retry, 13);
     rig.settle();
     let Some(Event::AcquireFailed { error, .. }) = rig.take_op_event(op) else {
         panic!("busy");
     };
     assert_eq!(error.attempts, 2);
+}
+
+/// Starts an acquire of `r` for 10 s and drives nothing.
+fn acquire_r(rig: &mut Rig, retry: RetryPolicy, seed: u64) -> redlock_core::OpId {
+    rig.core
+        .acquire_with(
+            b"r",
+            Duration::from_secs(10),
+            retry,
+            &mut TestRng(seed),
+            rig.now,
+        )
+        .unwrap()
 }
 
 fn commands_named(rig: &Rig, node: usize, name: &[u8]) -> usize {
@@ -591,16 +577,7 @@ fn commands_named(rig: &Rig, node: usize, name: &[u8]) -> usize {
 #[test]
 fn a_release_that_timed_out_is_written_again_on_the_next_connection() {
     let mut rig: Rig = Rig::new(3, Rig::<64, 128>::config(1_000));
-    let op = rig
-        .core
-        .acquire_with(
-            b"r",
-            Duration::from_secs(10),
-            RetryPolicy::none(),
-            &mut TestRng(12),
-            rig.now,
-        )
-        .unwrap();
+    let op = acquire_r(&mut rig, RetryPolicy::none(), 12);
     rig.settle();
     let Some(Event::Acquired { lease, .. }) = rig.take_op_event(op) else {
         panic!("acquired on three idle nodes");
@@ -627,16 +604,7 @@ fn a_release_that_timed_out_is_written_again_on_the_next_connection() {
 fn a_set_that_timed_out_is_never_written_again() {
     let mut rig: Rig = Rig::new(3, Rig::<64, 128>::config(1_000));
     rig.nodes[0].mode = Mode::Silent;
-    let op = rig
-        .core
-        .acquire_with(
-            b"r",
-            Duration::from_secs(10),
-            RetryPolicy::none(),
-            &mut TestRng(13),
-            rig.now,
-        )
-        .unwrap();
+    let op = acquire_r(&mut rig, RetryPolicy::none(), 13);
     rig.drain();
     assert!(matches!(
         rig.take_op_event(op),
@@ -677,16 +645,7 @@ fn an_expired_unwritten_set_clears_only_its_own_node_s_undo() {
     rig.hold[1] = true;
     rig.core.handle_node_down(NodeId(1), rig.now);
     rig.advance(Duration::from_millis(200));
-    let op = rig
-        .core
-        .acquire_with(
-            b"r",
-            Duration::from_secs(10),
-            RetryPolicy::none(),
-            &mut TestRng(14),
-            rig.now,
-        )
-        .unwrap();
+    let op = acquire_r(&mut rig, RetryPolicy::none(), 14);
     rig.drain();
     assert_eq!(
         commands_named(&rig, 1, b"SET"),
@@ -735,16 +694,7 @@ fn a_timed_out_set_of_a_retrying_acquire_owes_its_node_only_the_undo() {
         jitter: Duration::ZERO,
         wait: None,
     };
-    let op = rig
-        .core
-        .acquire_with(
-            b"r",
-            Duration::from_secs(10),
-            retry,
-            &mut TestRng(15),
-            rig.now,
-        )
-        .unwrap();
+    let op = acquire_r(&mut rig, retry, 15);
     rig.drain();
     rig.advance(Duration::from_millis(60));
     assert!(rig.take_op_event(op).is_none(), "waiting to retry");
@@ -778,16 +728,7 @@ fn a_failed_attempt_frees_its_slot_whatever_its_requests_had_become() {
             .keys
             .insert(b"r".to_vec(), (b"foreign".to_vec(), 100_000));
     }
-    let op = rig
-        .core
-        .acquire_with(
-            b"r",
-            Duration::from_secs(10),
-            RetryPolicy::none(),
-            &mut TestRng(17),
-            rig.now,
-        )
-        .unwrap();
+    let op = acquire_r(&mut rig, RetryPolicy::none(), 17);
     rig.hold = vec![true, true, true, true, true];
     rig.drain();
     assert_eq!(commands_named(&rig, 0, b"SET"), 1, "written");
@@ -816,16 +757,7 @@ fn a_failed_attempt_frees_its_slot_whatever_its_requests_had_become() {
 fn a_noscript_reply_is_an_error_never_a_reason_to_send_again() {
     let mut rig: Rig = Rig::new(3, Rig::<64, 128>::config(1_000));
     rig.nodes[0].mode = Mode::Error("NOSCRIPT No matching script. Please use EVAL.");
-    let op = rig
-        .core
-        .acquire_with(
-            b"r",
-            Duration::from_secs(10),
-            RetryPolicy::none(),
-            &mut TestRng(18),
-            rig.now,
-        )
-        .unwrap();
+    let op = acquire_r(&mut rig, RetryPolicy::none(), 18);
     rig.settle();
     assert!(matches!(
         rig.take_op_event(op),
