@@ -842,3 +842,86 @@ impl fmt::Debug for Bytes<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [NodeOutcome; 6] = [
+        NodeOutcome::Ok,
+        NodeOutcome::Held,
+        NodeOutcome::Missing,
+        NodeOutcome::Failed(ErrorKind::Other),
+        NodeOutcome::Failed(ErrorKind::Auth),
+        NodeOutcome::Pending,
+    ];
+
+    /// A release is decided exactly when no answer still pending could change
+    /// its verdict: every mix of outcomes for N = 1..=7, against the verdicts
+    /// of the pending nodes all answering OK, all "held", or all failing.
+    #[test]
+    fn a_release_is_decided_exactly_when_pending_replies_cannot_change_it() {
+        let mut checked = 0u64;
+        for n in 1..=7usize {
+            for code in 0..6usize.pow(n as u32) {
+                let mut nodes = NodeReport::new(n);
+                let mut c = code;
+                for i in 0..n {
+                    nodes.set(i, KINDS[c % 6]);
+                    c /= 6;
+                }
+                let complete = |o: NodeOutcome| {
+                    let mut all = nodes;
+                    for i in 0..n {
+                        if all.get(i) == NodeOutcome::Pending {
+                            all.set(i, o);
+                        }
+                    }
+                    ReleaseReport { nodes: all }.verdict()
+                };
+                let ends = [
+                    complete(NodeOutcome::Ok),
+                    complete(NodeOutcome::Held),
+                    complete(NodeOutcome::Failed(ErrorKind::Other)),
+                ];
+                let report = ReleaseReport { nodes };
+                let agree = ends.iter().all(|v| *v == ends[0]);
+                match report.decided() {
+                    Some(v) => assert!(agree && v == ends[0], "{nodes}: {v:?} vs {ends:?}"),
+                    None => assert!(!agree, "{nodes}: undecided, yet {ends:?}"),
+                }
+                assert_eq!(report.answered() + report.unanswered(), n);
+                assert_eq!(report.answered(), nodes.ok() + nodes.refused());
+                assert_eq!(
+                    nodes.missing(),
+                    (0..n)
+                        .filter(|&i| nodes.get(i) == NodeOutcome::Missing)
+                        .count()
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, (1..=7).map(|n| 6u64.pow(n)).sum::<u64>());
+    }
+
+    #[test]
+    fn answered_outcomes_and_free_verdicts() {
+        for (o, answered) in [
+            (NodeOutcome::Ok, true),
+            (NodeOutcome::Held, true),
+            (NodeOutcome::Missing, true),
+            (NodeOutcome::Pending, false),
+            (NodeOutcome::Failed(ErrorKind::Timeout), false),
+        ] {
+            assert_eq!(o.answered(), answered, "{o:?}");
+        }
+        for (v, free) in [
+            (ReleaseVerdict::Released, true),
+            (ReleaseVerdict::NotHeld, true),
+            (ReleaseVerdict::AuthFailed, false),
+            (ReleaseVerdict::Unavailable, false),
+        ] {
+            assert_eq!(v.is_free(), free, "{v:?}");
+        }
+    }
+}

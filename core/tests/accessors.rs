@@ -267,3 +267,27 @@ fn the_longest_an_acquire_takes_saturates_and_a_late_start_keeps_the_deadline() 
     assert_eq!(short.longest(t), t, "at least one node timeout");
     assert_eq!(r.after_waiting(Duration::from_secs(1)), r);
 }
+
+#[test]
+fn the_token_of_an_attempt_ends_in_its_number_in_hex() {
+    let t = redlock_core::Token::from_bytes(b"0123456789abcdef0123456789abcdef01234567").unwrap();
+    let a = t.for_attempt(0x1234_abcd);
+    assert_eq!(&a.as_str()[40..], "1234abcd");
+    assert_eq!(&a.as_str()[..40], t.as_str());
+}
+
+#[test]
+fn validation_edges() {
+    use redlock_core::{ConfigError, MAX_RETRY_PAUSE};
+    let mut c = Config::new(Duration::from_secs(2));
+    c.reconnect_max = c.reconnect_min;
+    assert_eq!(c.validate(), Ok(()), "equal bounds are fine");
+    let mut c = Config::new(Duration::from_secs(2));
+    c.reconnect_max = c.reconnect_min - Duration::from_micros(1);
+    assert_eq!(c.validate(), Err(ConfigError::Reconnect));
+    let jitter = RetryPolicy {
+        jitter: MAX_RETRY_PAUSE + Duration::from_millis(1),
+        ..RetryPolicy::default()
+    };
+    assert_eq!(jitter.validate(), Err(ConfigError::Retry), "jitter alone");
+}
