@@ -11,7 +11,7 @@ use redlock_core::{Config, Lease as CoreLease, ReleaseReport, RetryPolicy, Token
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::driver::{Clock, Command, Core, Driver, Held, Names};
+use crate::driver::{Clock, Command, Core, Driver, Held, Names, Shared};
 use crate::error::Error;
 use crate::lease::Lease;
 use crate::queue::Queue;
@@ -204,12 +204,20 @@ impl Builder {
         let urls = valid.redacted_urls();
         let span =
             tracing::debug_span!("redlock_driver", nodes = urls.len(), quorum = core.quorum());
-        let driver = Driver::new(core, clock, valid.urls, tls, Arc::clone(&queue));
-        runtime.spawn(driver.run().instrument(span));
+        let driver = Driver::spawn(
+            core,
+            clock,
+            valid.urls,
+            tls,
+            Arc::clone(&queue),
+            runtime.clone(),
+            span,
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 runtime,
                 queue,
+                driver,
                 cells: Arc::default(),
                 clock,
                 urls,
@@ -225,6 +233,9 @@ pub(crate) struct Inner {
     /// spawned there too, whichever thread asks for it.
     pub(crate) runtime: tokio::runtime::Handle,
     queue: Arc<Queue>,
+    /// The driver's state: a command that would be the only one in flight
+    /// is run by its caller (see [`Driver::direct`]).
+    driver: Shared,
     /// Where the driver answers commands (reused, see [`crate::reply`]).
     cells: Arc<Cells>,
     pub(crate) clock: Clock,
@@ -234,7 +245,22 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Hands `cmd` to the driver: runs it on this thread when it would be
+    /// the only command in flight and the driver's state is free, else
+    /// queues it to the driver task (never blocking on the lock).
     fn send(&self, cmd: Command) -> Result<(), Error> {
+        // Declared first, dropped last: wake-ups after the lock is free.
+        let _defer = crate::reply::DeferWakes::new();
+        if let Ok(mut d) = self.driver.try_lock() {
+            if d.runs_direct() {
+                let poke = d.direct(cmd);
+                drop(d);
+                if poke {
+                    self.queue.poke();
+                }
+                return Ok(());
+            }
+        }
         self.queue.push(cmd)
     }
 }

@@ -15,7 +15,7 @@
 //! reply meaning) is the core's.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use redlock_core::url::NodeUrl;
@@ -24,13 +24,14 @@ use redlock_core::{
     LockError, NodeError, NodeId, NodeOutcome, OpId, Redlock, ReleaseVerdict, ResourceSet, Token,
 };
 use tokio::io::Interest;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::queue::Queue;
-use crate::reply::{Answer, ReplyTx};
+use crate::reply::{Answer, DeferWakes, ReplyTx};
 use tokio::task::AbortHandle;
 use tokio_rustls::rustls::ClientConfig;
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace, warn, Instrument};
 
 use crate::backlog::{self, Backlog};
 use crate::conn::{self, IoEvent};
@@ -168,8 +169,9 @@ struct Node {
     redacted: String,
     generation: u64,
     writer: Option<crate::conn::Writer>,
-    /// Plain TCP: the driver reads the socket itself.
-    reader: Option<tokio::net::tcp::OwnedReadHalf>,
+    /// Plain TCP: the driver reads the socket itself (shared with the
+    /// loop's list of sockets to wait on, which it awaits without the lock).
+    reader: Option<Arc<OwnedReadHalf>>,
     tasks: Vec<AbortHandle>,
     /// The last thing that went wrong with the link (connect error, ...).
     last_error: Option<String>,
@@ -186,6 +188,23 @@ impl Node {
     }
 }
 
+/// The driver's state, shared by the driver task and the handles.
+///
+/// The driver task locks it for each step of its loop and never across an
+/// `await`. A handle whose command would otherwise be the only one in
+/// flight (sequential use) runs that command itself under the lock: it
+/// starts it in the core and writes its requests to the sockets (see
+/// [`Driver::direct`]), so the command does not wait for the driver task
+/// to be scheduled (a thread wake-up on another worker). Everything else
+/// is queued to the driver task, which batches it (see [`crate::queue`]).
+pub(crate) type Shared = Arc<Mutex<Driver>>;
+
+/// Locks the shared state; `None` if a panic left it poisoned (the
+/// driver then stops, and callers are told so).
+pub(crate) fn lock(shared: &Mutex<Driver>) -> Option<MutexGuard<'_, Driver>> {
+    shared.lock().ok()
+}
+
 pub(crate) struct Driver {
     core: Box<Core>,
     clock: Clock,
@@ -193,10 +212,24 @@ pub(crate) struct Driver {
     tls: Option<Arc<ClientConfig>>,
     node_timeout: Duration,
     commands: Arc<Queue>,
+    /// Where connection tasks are spawned, whichever thread starts them.
+    runtime: tokio::runtime::Handle,
+    /// The driver's span, entered by handles running a command themselves.
+    span: tracing::Span,
     /// The batch of commands being started (kept empty between batches).
     incoming: VecDeque<Command>,
     io_tx: mpsc::Sender<IoEvent>,
-    io_rx: mpsc::Receiver<IoEvent>,
+    /// When the driver task's timer fires next (`None`: it waits without a
+    /// timer). A handle that runs a command itself and needs an earlier
+    /// wake-up pokes the driver task.
+    armed: Option<tokio::time::Instant>,
+    /// A handle ran a command itself since the driver task last armed its
+    /// timer: keep a heartbeat armed (see [`heartbeat`]).
+    direct_used: bool,
+    /// The heartbeat deadline in use, if any.
+    heartbeat: Option<tokio::time::Instant>,
+    /// The driver task has stopped: handles must not start commands.
+    stopped: bool,
     pending: HashMap<OpId, Pending>,
     acquires: HashMap<u64, OpId>,
     buf: Vec<u8>,
@@ -217,13 +250,16 @@ const RX_BUF: usize = 16 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 
 impl Driver {
-    pub(crate) fn new(
+    /// Builds the driver and spawns its task on `runtime`.
+    pub(crate) fn spawn(
         core: Box<Core>,
         clock: Clock,
         urls: Vec<NodeUrl>,
         tls: Option<Arc<ClientConfig>>,
         commands: Arc<Queue>,
-    ) -> Driver {
+        runtime: tokio::runtime::Handle,
+        span: tracing::Span,
+    ) -> Shared {
         let (io_tx, io_rx) = mpsc::channel(256);
         let node_timeout = core.config().node_timeout;
         let nodes = urls
@@ -238,23 +274,77 @@ impl Driver {
                 last_error: None,
             })
             .collect();
-        Driver {
+        let shared = Arc::new(Mutex::new(Driver {
             core,
             clock,
             nodes,
             tls,
             node_timeout,
-            commands,
-            incoming: VecDeque::new(),
+            commands: Arc::clone(&commands),
+            runtime: runtime.clone(),
+            span: span.clone(),
+            incoming: VecDeque::with_capacity(crate::queue::BATCH),
             io_tx,
-            io_rx,
+            armed: None,
+            direct_used: false,
+            heartbeat: None,
+            stopped: false,
             pending: HashMap::new(),
             acquires: HashMap::new(),
             buf: vec![0; TX_BUF],
             rbuf: vec![0; RX_BUF],
             backlog: Backlog::default(),
             flushes: Vec::new(),
+        }));
+        let stop = StopGuard {
+            shared: Arc::clone(&shared),
+            commands,
+        };
+        runtime.spawn(run(stop, io_rx).instrument(span));
+        shared
+    }
+
+    /// Whether a handle may run its command itself now: the driver task
+    /// runs, no other caller waits for an answer (sequential use: under
+    /// concurrency the driver task batches every caller's commands into
+    /// one write per node, which is cheaper than a write per command), and
+    /// nothing is queued or parked ahead of it (a command never overtakes
+    /// one sent before it).
+    pub(crate) fn runs_direct(&self) -> bool {
+        !self.stopped
+            && self.pending.is_empty()
+            && self.backlog.is_empty()
+            && self.incoming.is_empty()
+            && self.commands.is_empty()
+    }
+
+    /// Runs a handle's command on the caller's thread, as the driver task
+    /// would: starts it in the core and writes what the core says to write.
+    /// Whether the driver task must be woken (its timer is later than what
+    /// the core now needs).
+    pub(crate) fn direct(&mut self, cmd: Command) -> bool {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        self.command(cmd);
+        self.drain();
+        self.answer_flushes();
+        self.direct_used = true;
+        match (self.next_wake(), self.armed) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
         }
+    }
+
+    /// The earliest instant the driver task must run at: the core's next
+    /// timeout, a parked command's deadline, a flush's deadline.
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        let timeout = self.core.poll_timeout().map(|t| self.clock.at(t));
+        let waiting = self.backlog.next_deadline().map(|d| {
+            tokio::time::Instant::now() + d.saturating_duration_since(std::time::Instant::now())
+        });
+        let flush_due = self.flushes.iter().map(|(_, until)| *until).min();
+        [timeout, waiting, flush_due].into_iter().flatten().min()
     }
 
     /// Whether nothing is in flight: no handle waits, nothing is parked,
@@ -279,122 +369,6 @@ impl Driver {
             }
         }
         self.flushes = waiting;
-    }
-
-    /// Runs until every handle is dropped and the operations in progress are
-    /// done (or [`LINGER`] has passed).
-    pub(crate) async fn run(mut self) {
-        let mut closing: Option<tokio::time::Instant> = None;
-        // Consecutive due timeouts that handling did not move.
-        let mut stuck = 0u32;
-        // One timer for the whole run, moved to each new deadline: a fresh
-        // `sleep` per loop would register a timer each time, and one earlier
-        // than the runtime's next wake-up wakes its I/O driver (an eventfd
-        // write and an extra epoll round) on every command.
-        let timer = tokio::time::sleep(Duration::from_secs(86_400));
-        tokio::pin!(timer);
-        loop {
-            // Every command queued since the last batch starts now, then one
-            // drain: commands for one node leave in one write.
-            if closing.is_none() {
-                self.take_commands(&mut closing);
-            }
-            self.drain();
-            self.answer_flushes();
-            if let Some(until) = closing {
-                let idle = self.core.operations_in_flight() == 0 && self.backlog.is_empty();
-                if idle || tokio::time::Instant::now() >= until {
-                    break;
-                }
-            }
-            // Timer first: a deadline already due is handled before anything
-            // sleeps. Then the loop still goes through the select below, so
-            // commands and sockets are served between timers even when many
-            // retry timers come due one after another (before, up to 1000
-            // due timers in a row were handled without looking at them: an
-            // extension could wait behind a flood of acquires' retries).
-            let now = self.clock.now();
-            if let Some(t) = self.core.poll_timeout().filter(|t| *t <= now) {
-                if stuck < 1000 {
-                    self.core.handle_timeout(now);
-                    self.drain();
-                }
-                if self.core.poll_timeout() == Some(t) {
-                    stuck += 1;
-                    // A deadline that handling does not move would be a
-                    // core bug; never spin on it.
-                    if stuck == 1000 {
-                        warn!("the core keeps asking for an immediate timeout");
-                    }
-                } else {
-                    stuck = 0;
-                }
-            } else {
-                stuck = 0;
-            }
-            let timeout = self.core.poll_timeout();
-            let timeout = if stuck >= 1000 {
-                Some(now + Duration::from_millis(1))
-            } else {
-                timeout
-            };
-            let waiting = self.backlog.next_deadline().map(|d| {
-                tokio::time::Instant::now() + d.saturating_duration_since(std::time::Instant::now())
-            });
-            let flush_due = self.flushes.iter().map(|(_, until)| *until).min();
-            let sleep_until = [
-                timeout.map(|t| self.clock.at(t)),
-                closing,
-                waiting,
-                flush_due,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            if let Some(at) = sleep_until {
-                if timer.deadline() != at {
-                    timer.as_mut().reset(at);
-                }
-            }
-            let commands = Arc::clone(&self.commands);
-            tokio::select! {
-                // Taken at the top of the loop, after the yield below.
-                () = commands.ready(), if closing.is_none() => {}
-                () = readable(&self.nodes) => self.read_sockets(),
-                Some(ev) = self.io_rx.recv() => {
-                    self.io(ev);
-                    for _ in 0..64 {
-                        match self.io_rx.try_recv() {
-                            Ok(ev) => self.io(ev),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                () = &mut timer, if sleep_until.is_some() => {
-                    self.core.handle_timeout(self.clock.now());
-                }
-            }
-            // Not waiting for commands any more: until the next wait,
-            // handles queue theirs without waking the driver.
-            self.commands.unregister();
-            // What the input decided goes out now: callers are answered,
-            // writes leave.
-            self.drain();
-            self.answer_flushes();
-            // Let the tasks just answered run before the next batch: they
-            // queue their next commands meanwhile (without waking this
-            // task), and the loop takes them all at once. `yield_now` puts
-            // this task after every other ready task of its worker. Under
-            // load a branch above is always ready, so the select alone would
-            // rarely yield; the tasks this loop woke (a keeper whose
-            // extension just completed) would then wait on this worker for
-            // seconds.
-            tokio::task::yield_now().await;
-        }
-        for node in &mut self.nodes {
-            node.close();
-        }
-        debug!("driver stopped");
     }
 
     /// Starts every queued command; notes when every handle is gone.
@@ -689,7 +663,7 @@ impl Driver {
                 // not be blamed on it.
                 n.last_error = None;
                 n.writer = Some(writer);
-                n.reader = reader;
+                n.reader = reader.map(Arc::new);
                 n.tasks.push(writer_task);
                 self.core.handle_connected(node, now);
             }
@@ -740,15 +714,14 @@ impl Driver {
                 // an end of stream is never cleared: the next read sees it.
                 let buf = &mut self.rbuf;
                 let mut short = 0;
-                let read = r
-                    .as_ref()
-                    .try_io(Interest::READABLE, || match r.try_read(buf) {
-                        Ok(n) if n > 0 && n < buf.len() => {
-                            short = n;
-                            Err(std::io::ErrorKind::WouldBlock.into())
-                        }
-                        other => other,
-                    });
+                let stream: &tokio::net::TcpStream = (**r).as_ref();
+                let read = stream.try_io(Interest::READABLE, || match r.try_read(buf) {
+                    Ok(n) if n > 0 && n < buf.len() => {
+                        short = n;
+                        Err(std::io::ErrorKind::WouldBlock.into())
+                    }
+                    other => other,
+                });
                 let reason = match read {
                     _ if short > 0 => {
                         self.core
@@ -936,7 +909,7 @@ impl Driver {
         };
         n.close();
         trace!(node = node.0, url = %n.redacted, "connecting");
-        let task = tokio::spawn(conn::run(
+        let task = self.runtime.spawn(conn::run(
             node,
             n.generation,
             n.url.clone(),
@@ -979,26 +952,192 @@ impl Driver {
     }
 }
 
-impl Drop for Driver {
+/// Marks the driver stopped when its task ends, however it ends (done,
+/// aborted with its runtime, or a panic): commands queued from then on, or
+/// still queued, are answered with `DriverStopped` (their reply senders
+/// are dropped), and the connections close.
+/// It is made with the task and moved into it, so that a task dropped
+/// before its first poll (a runtime shut down at once) stops the driver too.
+struct StopGuard {
+    shared: Shared,
+    commands: Arc<Queue>,
+}
+
+impl Drop for StopGuard {
     fn drop(&mut self) {
-        // Commands queued from now on, or still queued, are answered with
-        // `DriverStopped` (their reply senders are dropped).
         self.commands.stop();
-        for node in &mut self.nodes {
+        let mut d = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        d.stopped = true;
+        for node in &mut d.nodes {
             node.close();
         }
+        // Nobody will answer these: their callers learn that the driver
+        // stopped.
+        d.pending.clear();
+        d.acquires.clear();
+        d.flushes.clear();
+        d.backlog = Backlog::default();
     }
+}
+
+/// How long the driver task's timer is kept armed after a handle ran a
+/// command itself: a command starts with deadlines at least a node timeout
+/// away, so a timer armed at most half a node timeout ahead is always
+/// earlier, and the handle need not wake the driver task to re-arm it.
+fn heartbeat(node_timeout: Duration) -> Duration {
+    (node_timeout / 2).max(Duration::from_millis(1))
+}
+
+/// The driver task: runs until every handle is dropped and the operations
+/// in progress are done (or [`LINGER`] has passed).
+async fn run(stop: StopGuard, mut io_rx: mpsc::Receiver<IoEvent>) {
+    let shared = &stop.shared;
+    let commands = &stop.commands;
+    let mut closing: Option<tokio::time::Instant> = None;
+    // Consecutive due timeouts that handling did not move.
+    let mut stuck = 0u32;
+    // One timer for the whole run, moved to each new deadline: a fresh
+    // `sleep` per loop would register a timer each time, and one earlier
+    // than the runtime's next wake-up wakes its I/O driver (an eventfd
+    // write and an extra epoll round) on every command.
+    let timer = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(timer);
+    // The sockets to wait on, taken under the lock for each wait.
+    let mut readers: Vec<Arc<OwnedReadHalf>> = Vec::new();
+    loop {
+        let sleep_until = {
+            let _defer = DeferWakes::new();
+            let Some(mut d) = lock(shared) else { break };
+            // Every command queued since the last batch starts now, then one
+            // drain: commands for one node leave in one write.
+            if closing.is_none() {
+                d.take_commands(&mut closing);
+            }
+            d.drain();
+            d.answer_flushes();
+            if let Some(until) = closing {
+                let idle = d.core.operations_in_flight() == 0 && d.backlog.is_empty();
+                if idle || tokio::time::Instant::now() >= until {
+                    break;
+                }
+            }
+            // Timer first: a deadline already due is handled before anything
+            // sleeps. Then the loop still goes through the select below, so
+            // commands and sockets are served between timers even when many
+            // retry timers come due one after another (before, up to 1000
+            // due timers in a row were handled without looking at them: an
+            // extension could wait behind a flood of acquires' retries).
+            let now = d.clock.now();
+            if let Some(t) = d.core.poll_timeout().filter(|t| *t <= now) {
+                if stuck < 1000 {
+                    d.core.handle_timeout(now);
+                    d.drain();
+                }
+                if d.core.poll_timeout() == Some(t) {
+                    stuck += 1;
+                    // A deadline that handling does not move would be a
+                    // core bug; never spin on it.
+                    if stuck == 1000 {
+                        warn!("the core keeps asking for an immediate timeout");
+                    }
+                } else {
+                    stuck = 0;
+                }
+            } else {
+                stuck = 0;
+            }
+            let wake = if stuck >= 1000 {
+                Some(tokio::time::Instant::now() + Duration::from_millis(1))
+            } else {
+                d.next_wake()
+            };
+            // While handles run their own commands, keep a heartbeat armed
+            // so that they need not wake this task to arm the timer for the
+            // deadlines their commands add (see `Driver::direct`).
+            let tnow = tokio::time::Instant::now();
+            let beat = if std::mem::take(&mut d.direct_used) {
+                let beat = match d.heartbeat {
+                    Some(b) if b > tnow => b,
+                    _ => tnow + heartbeat(d.node_timeout),
+                };
+                Some(beat)
+            } else {
+                None
+            };
+            d.heartbeat = beat;
+            let sleep_until = [wake, closing, beat].into_iter().flatten().min();
+            d.armed = sleep_until;
+            readers.clear();
+            readers.extend(d.nodes.iter().filter_map(|n| n.reader.clone()));
+            sleep_until
+        };
+        if let Some(at) = sleep_until {
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+        }
+        tokio::select! {
+            // Taken at the top of the loop, after the yield below.
+            () = commands.ready(), if closing.is_none() => {}
+            () = readable(&readers) => {
+                let _defer = DeferWakes::new();
+                let Some(mut d) = lock(shared) else { break };
+                d.read_sockets();
+            }
+            Some(ev) = io_rx.recv() => {
+                let _defer = DeferWakes::new();
+                let Some(mut d) = lock(shared) else { break };
+                d.io(ev);
+                for _ in 0..64 {
+                    match io_rx.try_recv() {
+                        Ok(ev) => d.io(ev),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = &mut timer, if sleep_until.is_some() => {
+                let _defer = DeferWakes::new();
+                let Some(mut d) = lock(shared) else { break };
+                let now = d.clock.now();
+                d.core.handle_timeout(now);
+            }
+        }
+        // Not waiting for commands any more: until the next wait,
+        // handles queue theirs without waking the driver.
+        commands.unregister();
+        {
+            let _defer = DeferWakes::new();
+            let Some(mut d) = lock(shared) else { break };
+            // What the input decided goes out now: callers are answered,
+            // writes leave.
+            d.drain();
+            d.answer_flushes();
+        }
+        readers.clear();
+        // Let the tasks just answered run before the next batch: they
+        // queue their next commands meanwhile (without waking this
+        // task), and the loop takes them all at once. `yield_now` puts
+        // this task after every other ready task of its worker. Under
+        // load a branch above is always ready, so the select alone would
+        // rarely yield; the tasks this loop woke (a keeper whose
+        // extension just completed) would then wait on this worker for
+        // seconds.
+        tokio::task::yield_now().await;
+    }
+    debug!("driver stopped");
 }
 
 /// Resolves when any socket the driver reads itself has data (or an error,
 /// or end of stream) to read.
-async fn readable(nodes: &[Node]) {
+async fn readable(readers: &[Arc<OwnedReadHalf>]) {
     std::future::poll_fn(|cx| {
-        for n in nodes {
-            if let Some(r) = &n.reader {
-                if r.as_ref().poll_read_ready(cx).is_ready() {
-                    return std::task::Poll::Ready(());
-                }
+        for r in readers {
+            let stream: &tokio::net::TcpStream = (**r).as_ref();
+            if stream.poll_read_ready(cx).is_ready() {
+                return std::task::Poll::Ready(());
             }
         }
         std::task::Poll::Pending

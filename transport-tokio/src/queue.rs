@@ -9,6 +9,9 @@
 //! driver again right after the first caller's send, before the other
 //! callers have queued theirs (tokio schedules the woken task next on that
 //! worker): one write per node per command.
+//!
+//! A command that would be the only one in flight does not come here at
+//! all: its handle runs it itself (see `Driver::direct`).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -27,12 +30,31 @@ struct State {
     closed: bool,
     /// The driver has stopped: nothing will take a command again.
     stopped: bool,
+    /// A handle that ran its own command needs the driver to re-arm its
+    /// timer earlier (see `Driver::direct`).
+    poked: bool,
 }
 
 /// Shared by the handles (which push) and the driver (which takes).
-#[derive(Default)]
 pub(crate) struct Queue {
     state: Mutex<State>,
+}
+
+/// Room reserved up front in the queue and in the driver's batch (the two
+/// deques are swapped on every take): a command queued for the first time
+/// after a long run of commands the handles ran themselves must not
+/// allocate.
+pub(crate) const BATCH: usize = 64;
+
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue {
+            state: Mutex::new(State {
+                commands: VecDeque::with_capacity(BATCH),
+                ..State::default()
+            }),
+        }
+    }
 }
 
 impl Queue {
@@ -58,6 +80,25 @@ impl Queue {
             w.wake();
         }
         Ok(())
+    }
+
+    /// Whether nothing is queued (and the driver still takes commands).
+    pub(crate) fn is_empty(&self) -> bool {
+        let s = self.state();
+        s.commands.is_empty() && !s.stopped && !s.closed
+    }
+
+    /// Wakes the driver (or, if it runs, makes its next wait return at
+    /// once) so that it re-arms its timer.
+    pub(crate) fn poke(&self) {
+        let waker = {
+            let mut s = self.state();
+            s.poked = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Every handle is gone: the driver finishes and stops.
@@ -98,8 +139,9 @@ impl Queue {
     pub(crate) async fn ready(&self) {
         std::future::poll_fn(|cx| {
             let mut s = self.state();
-            if !s.commands.is_empty() || s.closed {
+            if !s.commands.is_empty() || s.closed || s.poked {
                 s.waker = None;
+                s.poked = false;
                 return Poll::Ready(());
             }
             match &s.waker {

@@ -14,6 +14,7 @@
 //! receiver with `None`; [`ReplyRx::close`] stops any later delivery and
 //! returns what had already arrived.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -22,6 +23,63 @@ use std::task::{Context, Poll, Waker};
 use redlock_core::{Lease as CoreLease, ReleaseReport};
 
 use crate::Error;
+
+thread_local! {
+    /// Wakers held back while this thread holds the driver's lock: whether
+    /// deferring is on, and the wakers (the vector keeps its capacity).
+    static DEFERRED: RefCell<(bool, Vec<Waker>)> = const { RefCell::new((false, Vec::new())) };
+}
+
+/// Holds back the wake-ups of answered receivers until it is dropped.
+///
+/// Made before the driver's lock is taken (so dropped after it is
+/// released): a caller woken while the lock is still held would find it
+/// taken when it starts its next command, and queue that command to the
+/// driver task instead of running it itself.
+pub(crate) struct DeferWakes(());
+
+impl DeferWakes {
+    pub(crate) fn new() -> DeferWakes {
+        DEFERRED.with(|d| d.borrow_mut().0 = true);
+        DeferWakes(())
+    }
+}
+
+impl Drop for DeferWakes {
+    fn drop(&mut self) {
+        let mut wakers = DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            d.0 = false;
+            std::mem::take(&mut d.1)
+        });
+        for w in wakers.drain(..) {
+            w.wake();
+        }
+        // Give the (empty) vector back, with its capacity.
+        DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.1.capacity() < wakers.capacity() {
+                d.1 = wakers;
+            }
+        });
+    }
+}
+
+/// Wakes `w` now, or when the thread's [`DeferWakes`] is dropped.
+fn wake(w: Waker) {
+    let w = DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 {
+            d.1.push(w);
+            None
+        } else {
+            Some(w)
+        }
+    });
+    if let Some(w) = w {
+        w.wake();
+    }
+}
 
 /// What the driver answers (moved, never boxed: a box would allocate).
 #[allow(clippy::large_enum_variant)]
@@ -127,7 +185,7 @@ impl ReplyTx {
         t.cells[i] = State::Done(answer);
         drop(t);
         if let Some(w) = waker {
-            w.wake();
+            wake(w);
         }
         Ok(())
     }
@@ -159,7 +217,7 @@ impl Drop for ReplyTx {
         };
         drop(t);
         if let Some(w) = waker {
-            w.wake();
+            wake(w);
         }
     }
 }
