@@ -844,16 +844,18 @@ impl fmt::Debug for Bytes<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const KINDS: [NodeOutcome; 6] = [
+    /// The six kinds of outcome a node can report (the quorum tests use
+    /// them too).
+    pub(crate) const KINDS: [NodeOutcome; 6] = [
         NodeOutcome::Ok,
         NodeOutcome::Held,
         NodeOutcome::Missing,
         NodeOutcome::Failed(ErrorKind::Other),
         NodeOutcome::Failed(ErrorKind::Auth),
-        NodeOutcome::Pending,
+        NodeOutcome::Pending, // silence
     ];
 
     /// A release is decided exactly when no answer still pending could change

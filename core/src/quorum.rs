@@ -131,16 +131,8 @@ pub fn failure_kind(report: &NodeReport, q: usize) -> FailureKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::tests::KINDS;
     use crate::event::NodeOutcome;
-
-    const KINDS: [NodeOutcome; 6] = [
-        NodeOutcome::Ok,
-        NodeOutcome::Held,
-        NodeOutcome::Missing,
-        NodeOutcome::Failed(ErrorKind::Other),
-        NodeOutcome::Failed(ErrorKind::Auth),
-        NodeOutcome::Pending, // silence
-    ];
 
     /// Every assignment of the six outcome kinds to N = 1..=9 nodes
     /// (12M reports), against a direct restatement of the rules.

@@ -91,9 +91,14 @@ impl Queue {
     /// Wakes the driver (or, if it runs, makes its next wait return at
     /// once) so that it re-arms its timer.
     pub(crate) fn poke(&self) {
+        self.set_and_wake(|s| s.poked = true);
+    }
+
+    /// Changes the state, then wakes the driver if it is waiting.
+    fn set_and_wake(&self, change: impl FnOnce(&mut State)) {
         let waker = {
             let mut s = self.state();
-            s.poked = true;
+            change(&mut s);
             s.waker.take()
         };
         if let Some(w) = waker {
@@ -103,14 +108,7 @@ impl Queue {
 
     /// Every handle is gone: the driver finishes and stops.
     pub(crate) fn close(&self) {
-        let waker = {
-            let mut s = self.state();
-            s.closed = true;
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.set_and_wake(|s| s.closed = true);
     }
 
     /// The driver has stopped: later pushes fail, and queued commands are
