@@ -3,7 +3,9 @@
 //! with a counting global allocator that counts every thread of the process
 //! (the runtime's workers, where the caller and the driver task run), like
 //! `core/tests/no_alloc.rs` does for the core alone: in `block_on` and in a
-//! task, on a multi-thread runtime and on a current-thread one.
+//! task, on a multi-thread runtime and on a current-thread one; and with
+//! many locks in flight at once on one client (commands run by their
+//! callers and commands batched by the driver task, side by side).
 //!
 //! One test function only: the counter is process-wide, so nothing else
 //! may run while it counts.
@@ -76,6 +78,54 @@ async fn measure(client: Client, key: &'static str) -> (usize, usize) {
     (cycle, extend)
 }
 
+/// Tasks taking turns on their own keys, all at once on one client: each
+/// warms up, then every task runs `CYCLES` cycles at the same time; the
+/// allocations counted are every thread's from the start signal until the
+/// last task is done. The tasks and this one meet through atomics and
+/// `yield_now` (which allocate nothing; tokio's `Barrier` does).
+async fn measure_concurrent(client: Client, tasks: usize) -> usize {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let ready = Arc::new(AtomicUsize::new(0));
+    let go = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicUsize::new(0));
+    async fn until(cond: impl Fn() -> bool) {
+        while !cond() {
+            tokio::task::yield_now().await;
+        }
+    }
+    let mut handles = Vec::with_capacity(tasks);
+    for i in 0..tasks {
+        let client = client.clone();
+        let (ready, go, finished) = (ready.clone(), go.clone(), finished.clone());
+        let key = format!("alloc:tokio:many:{i}");
+        handles.push(tokio::spawn(async move {
+            let cycle = || async {
+                let lease = client.try_lock(key.as_str()).await.unwrap();
+                lease.release().await.unwrap();
+            };
+            for _ in 0..WARM_UP {
+                cycle().await;
+            }
+            ready.fetch_add(1, Ordering::SeqCst);
+            until(|| go.load(Ordering::SeqCst)).await;
+            for _ in 0..CYCLES {
+                cycle().await;
+            }
+            finished.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    until(|| ready.load(Ordering::SeqCst) == tasks).await;
+    let before = allocations();
+    go.store(true, Ordering::SeqCst);
+    until(|| finished.load(Ordering::SeqCst) == tasks).await;
+    let during = allocations() - before;
+    for h in handles {
+        h.await.unwrap();
+    }
+    during
+}
+
 #[test]
 fn acquire_release_and_extend_allocate_nothing() {
     // The counter counts, on this thread and on another one (the driver
@@ -138,6 +188,19 @@ fn acquire_release_and_extend_allocate_nothing() {
             .unwrap()
     });
     results.push(("current-thread, task", task));
+    // Many locks in flight: 4 (each caller runs its own commands) and 32
+    // (most commands batched by the driver task).
+    let mut concurrent = Vec::with_capacity(2);
+    for tasks in [4, 32] {
+        let during = multi.block_on(async { measure_concurrent(build(), tasks).await });
+        concurrent.push((tasks, during));
+    }
+    for (tasks, during) in &concurrent {
+        eprintln!(
+            "redlock-tokio, {NODES} nodes, {tasks} tasks at once: {:.2} allocations per acquire+release",
+            *during as f64 / (CYCLES * tasks) as f64
+        );
+    }
     for (name, (cycle, extend)) in &results {
         eprintln!(
             "redlock-tokio, {NODES} nodes, {name}: {:.2} allocations per acquire+release, {:.2} per extend",
@@ -151,5 +214,11 @@ fn acquire_release_and_extend_allocate_nothing() {
             "{name}: allocations in {CYCLES} acquire+release cycles"
         );
         assert_eq!(extend, 0, "{name}: allocations in {CYCLES} extends");
+    }
+    for (tasks, during) in concurrent {
+        assert_eq!(
+            during, 0,
+            "{tasks} tasks at once: allocations in {CYCLES} cycles each"
+        );
     }
 }

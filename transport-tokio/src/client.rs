@@ -233,8 +233,8 @@ pub(crate) struct Inner {
     /// spawned there too, whichever thread asks for it.
     pub(crate) runtime: tokio::runtime::Handle,
     queue: Arc<Queue>,
-    /// The driver's state: a command that would be the only one in flight
-    /// is run by its caller (see [`Driver::direct`]).
+    /// The driver's state: while few requests are in flight and nothing is
+    /// queued, a command is run by its caller (see [`Driver::direct`]).
     driver: Shared,
     /// Where the driver answers commands (reused, see [`crate::reply`]).
     cells: Arc<Cells>,

@@ -10,8 +10,9 @@
 //! callers have queued theirs (tokio schedules the woken task next on that
 //! worker): one write per node per command.
 //!
-//! A command that would be the only one in flight does not come here at
-//! all: its handle runs it itself (see `Driver::direct`).
+//! While few requests are in flight and this queue is empty, a command
+//! does not come here at all: its handle runs it itself (see
+//! `Driver::direct`).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
