@@ -601,6 +601,45 @@ fn bad_inputs_are_typed_errors() {
 }
 
 #[test]
+fn acquire_cancelled_before_it_starts_ends_at_once_and_leaves_nothing() {
+    let cluster = Cluster::start(3);
+    // As below: node 1 held by someone else, node 2 paused, so the attempt
+    // would wait for node 2 until the node timeout (3 s) if nothing
+    // cancelled it.
+    cluster.nodes[1].command(&["SET", "cancel:early", "other", "PX", "10000"]);
+    cluster.nodes[2].pause();
+    let client = Client::builder()
+        .nodes(cluster.urls())
+        .ttl(Duration::from_secs(10))
+        .node_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let options = redlock_std::LockOptions::new()
+        .ttl(Duration::from_secs(10))
+        .retry(RetryPolicy::none());
+    let cancel = client.cancel_handle();
+    cancel.cancel();
+    let started = Instant::now();
+    let result = client.lock_cancellable("cancel:early", &options, &cancel);
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "an acquire cancelled before it started ends at once, not at the node timeout"
+    );
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        cluster.nodes[0].command(&["GET", "cancel:early"]),
+        Reply::Nil
+    );
+    cluster.nodes[2].resume();
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        cluster.nodes[2].command(&["GET", "cancel:early"]),
+        Reply::Nil
+    );
+}
+
+#[test]
 fn cancelled_acquire_leaves_no_partial_lock() {
     let cluster = Cluster::start(3);
     // Node 1 is held by someone else, node 2 stops answering: the attempt

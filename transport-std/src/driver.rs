@@ -840,15 +840,24 @@ impl Driver {
                     Command::Acquire { cancel, .. } => cancel,
                     _ => None,
                 };
+                // Cancelled before it started (its `Cancel` command found
+                // it queued or parked, or has not come yet): it ends now.
+                // Only this operation needs the check: a flag raised for
+                // one already pending comes with a `Cancel` command, which
+                // looks at every operation (before, every start scanned
+                // every pending operation: quadratic under concurrency).
+                let flagged = cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
                 self.pending.insert(
                     op,
                     PendingOp {
                         reply: req.reply,
-                        cancel,
+                        cancel: if flagged { None } else { cancel },
                         errors: Vec::new(),
                     },
                 );
-                self.cancel_flagged();
+                if flagged {
+                    self.core.cancel(op, now);
+                }
                 None
             }
             Err(CommandError::TooManyOperations) => Some(req),
