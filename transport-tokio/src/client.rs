@@ -245,9 +245,10 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Hands `cmd` to the driver: runs it on this thread when it would be
-    /// the only command in flight and the driver's state is free, else
-    /// queues it to the driver task (never blocking on the lock).
+    /// Hands `cmd` to the driver: runs it on this thread when few requests
+    /// are in flight, nothing is queued ahead of it and the driver's state
+    /// is free (see `Driver::runs_direct`), else queues it to the driver
+    /// task (never blocking on the lock).
     fn send(&self, cmd: Command) -> Result<(), Error> {
         // Declared first, dropped last: wake-ups after the lock is free.
         let _defer = crate::reply::DeferWakes::new();

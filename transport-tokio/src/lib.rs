@@ -86,6 +86,14 @@
 //!   commands, bytes and time, write what it says to write, open and close
 //!   the connections it asks for, and complete the futures waiting on each
 //!   operation.
+//! * The core sits behind a lock the driver task never holds across an
+//!   `await`. While few requests are in flight (fewer than 16: operations
+//!   × nodes) and nothing is queued, a lock call takes that lock without
+//!   waiting, starts its command and writes its requests **on the caller's
+//!   own thread**: no hand-off to the driver task. Beyond that, commands
+//!   are queued and the driver task starts every queued command at once,
+//!   one write per node. Either way a command never overtakes one sent
+//!   before it.
 //! * Connections are opened in the background (with the node timeout as
 //!   connect timeout, TLS for `rediss://`) and re-opened after failures on
 //!   the core's backoff. A dead, paused or garbage-speaking node costs at
