@@ -270,16 +270,24 @@ def test_ctrl_c_interrupts_a_long_wait_and_undoes_it(three):
     import os
     import signal
 
+    # Python installs its Ctrl-C handler only when SIGINT was not ignored at
+    # start-up, and a shell ignores SIGINT for a background job without job
+    # control (a CI script run as `(cmd &)`): install it here, so the test
+    # does not depend on how it was started.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     holder = Client(three.urls, ttl=30)
     waiter = Client(three.urls, ttl=30, retry=Retry(wait=30, delay=0.02, jitter=0.01))
     lease = holder.lock("sigint")
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        waiter.lock("sigint")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            waiter.lock("sigint")
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - t0 < 5  # not the 30 s wait
-    timer.join()
     lease.release()
     # The interrupted acquire left nothing behind.
     assert Client(three.urls, ttl=5, retry=0).try_lock("sigint") is not None
