@@ -600,13 +600,12 @@ fn bad_inputs_are_typed_errors() {
     assert!(err.to_string().contains(&dead), "{err}");
 }
 
-#[test]
-fn acquire_cancelled_before_it_starts_ends_at_once_and_leaves_nothing() {
+/// Three nodes where an acquire of `key` gets stuck: node 1 is held by
+/// someone else and node 2 stops answering, so the attempt has one OK and
+/// waits for node 2 until the client's node timeout (3 s).
+fn stuck_acquire(key: &str) -> (Cluster, Client) {
     let cluster = Cluster::start(3);
-    // As below: node 1 held by someone else, node 2 paused, so the attempt
-    // would wait for node 2 until the node timeout (3 s) if nothing
-    // cancelled it.
-    cluster.nodes[1].command(&["SET", "cancel:early", "other", "PX", "10000"]);
+    cluster.nodes[1].command(&["SET", key, "other", "PX", "10000"]);
     cluster.nodes[2].pause();
     let client = Client::builder()
         .nodes(cluster.urls())
@@ -614,6 +613,12 @@ fn acquire_cancelled_before_it_starts_ends_at_once_and_leaves_nothing() {
         .node_timeout(Duration::from_secs(3))
         .build()
         .unwrap();
+    (cluster, client)
+}
+
+#[test]
+fn acquire_cancelled_before_it_starts_ends_at_once_and_leaves_nothing() {
+    let (cluster, client) = stuck_acquire("cancel:early");
     let options = redlock_std::LockOptions::new()
         .ttl(Duration::from_secs(10))
         .retry(RetryPolicy::none());
@@ -641,17 +646,7 @@ fn acquire_cancelled_before_it_starts_ends_at_once_and_leaves_nothing() {
 
 #[test]
 fn cancelled_acquire_leaves_no_partial_lock() {
-    let cluster = Cluster::start(3);
-    // Node 1 is held by someone else, node 2 stops answering: the attempt
-    // has one OK and waits for node 2 until the node timeout.
-    cluster.nodes[1].command(&["SET", "cancel:r", "other", "PX", "10000"]);
-    cluster.nodes[2].pause();
-    let client = Client::builder()
-        .nodes(cluster.urls())
-        .ttl(Duration::from_secs(10))
-        .node_timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
+    let (cluster, client) = stuck_acquire("cancel:r");
     let cancel = client.cancel_handle();
     let started = Instant::now();
     let worker = {
