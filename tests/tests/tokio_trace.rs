@@ -134,6 +134,16 @@ async fn logs_never_contain_a_password_or_a_full_token() {
     }
     assert!(lines.len() > 20, "tracing output captured: {lines:?}");
     assert!(lines.iter().any(|l| l.contains("latency_ms")));
+    // The driver keeps an operation's names for its completion line only
+    // when debug lines are written: acquire, extend and release all do.
+    for done in ["acquired", "extended", "released"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("message={done} resources=trace:a "))),
+            "{done}: {lines:#?}"
+        );
+    }
     assert!(
         lines.iter().any(|l| l.starts_with("span redlock_lock")
             && l.contains("resources=trace:f,trace:g")

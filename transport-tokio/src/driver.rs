@@ -156,7 +156,13 @@ enum Reply {
 
 struct Pending {
     reply: Reply,
-    resources: ResourceSet,
+    /// The names, for the completion's log line only; kept when debug lines
+    /// are written (without them, a lost extension's warning names the
+    /// operation instead). Not kept inline: a set is about 1 KiB, and copying it into
+    /// and out of `pending` was most of the driver's memory traffic (about
+    /// a quarter of its CPU time at 256 concurrent locks, see
+    /// bench/PROFILE.md); boxed only when kept.
+    resources: Option<Box<ResourceSet>>,
     started: tokio::time::Instant,
     /// The last error each node reported for this operation; empty (not
     /// allocated) until the first one.
@@ -514,15 +520,19 @@ impl Driver {
             } => {
                 trace!(resources = %Names(&resources), ?op, "acquire started");
                 self.acquires.insert(req, op);
+                let resources = logged(&resources);
                 self.track(op, Reply::Acquire { req, tx: reply }, resources, started);
             }
             Command::Extend { held, reply, .. } => {
-                let resources = held.resources().clone();
+                let resources = logged(held.resources());
                 self.track(op, Reply::Extend(reply), resources, started)
             }
             Command::Release {
                 resources, reply, ..
-            } => self.track(op, Reply::Release(reply), resources, started),
+            } => {
+                let resources = logged(&resources);
+                self.track(op, Reply::Release(reply), resources, started)
+            }
             Command::Cancel { .. } | Command::Flush { .. } => {}
         }
         None
@@ -646,7 +656,7 @@ impl Driver {
         &mut self,
         op: OpId,
         reply: Reply,
-        resources: ResourceSet,
+        resources: Option<Box<ResourceSet>>,
         started: tokio::time::Instant,
     ) {
         self.pending.insert(
@@ -836,7 +846,7 @@ impl Driver {
                 match p.reply {
                     Reply::Acquire { req, tx } => {
                         self.acquires.remove(&req);
-                        debug!(resources = %Names(&p.resources), fence = lease.fence(), latency_ms = ms,
+                        debug!(resources = %Kept(p.resources.as_deref()), fence = lease.fence(), latency_ms = ms,
                             validity_ms = lease.remaining(self.clock.now()).as_millis() as u64, "acquired");
                         if let Err(Answer::Lease(Ok(lease))) = tx.send(Answer::Lease(Ok(lease))) {
                             // The caller went away as the result arrived.
@@ -853,12 +863,12 @@ impl Driver {
                 let ms = p.started.elapsed().as_secs_f64() * 1e3;
                 if let Reply::Acquire { req, tx } = p.reply {
                     self.acquires.remove(&req);
-                    debug!(resources = %Names(&p.resources), attempts = error.attempts, latency_ms = ms,
+                    debug!(resources = %Kept(p.resources.as_deref()), attempts = error.attempts, latency_ms = ms,
                         error = %error, "acquire failed");
                     let failure = self.failure(error, &p.errors);
                     let _ = tx.send(Answer::Lease(Err(Error::from_acquire(failure))));
                 } else if error.kind != FailureKind::Cancelled {
-                    debug!(resources = %Names(&p.resources), error = %error, "orphan acquire failed");
+                    debug!(resources = %Kept(p.resources.as_deref()), error = %error, "orphan acquire failed");
                 }
             }
             Event::Extended { op, lease } => {
@@ -866,7 +876,7 @@ impl Driver {
                     return;
                 };
                 let ms = p.started.elapsed().as_secs_f64() * 1e3;
-                debug!(resources = %Names(&p.resources), fence = lease.fence(), latency_ms = ms, "extended");
+                debug!(resources = %Kept(p.resources.as_deref()), fence = lease.fence(), latency_ms = ms, "extended");
                 if let Reply::Extend(tx) = p.reply {
                     let _ = tx.send(Answer::Lease(Ok(lease)));
                 }
@@ -875,7 +885,12 @@ impl Driver {
                 let Some(p) = self.pending.remove(&op) else {
                     return;
                 };
-                warn!(resources = %Names(&p.resources), error = %error, "extension failed: lock lost");
+                match p.resources.as_deref() {
+                    Some(set) => {
+                        warn!(resources = %Names(set), error = %error, "extension failed: lock lost")
+                    }
+                    None => warn!(?op, error = %error, "extension failed: lock lost"),
+                }
                 let failure = self.failure(error, &p.errors);
                 if let Reply::Extend(tx) = p.reply {
                     let _ = tx.send(Answer::Lease(Err(Error::Lost(failure))));
@@ -886,7 +901,7 @@ impl Driver {
                     return;
                 };
                 let ms = p.started.elapsed().as_secs_f64() * 1e3;
-                debug!(resources = %Names(&p.resources), released = report.released(),
+                debug!(resources = %Kept(p.resources.as_deref()), released = report.released(),
                     not_held = report.not_held(), unanswered = report.unanswered(), latency_ms = ms, "released");
                 if let Reply::Release(Some(tx)) = p.reply {
                     let unknown = |kind| {
@@ -1176,6 +1191,24 @@ async fn readable(readers: &[Arc<OwnedReadHalf>]) {
         std::task::Poll::Pending
     })
     .await
+}
+
+/// The names for a completion's log line when debug lines are written;
+/// nothing (no copy, no allocation) otherwise.
+fn logged(resources: &ResourceSet) -> Option<Box<ResourceSet>> {
+    tracing::enabled!(tracing::Level::DEBUG).then(|| Box::new(resources.clone()))
+}
+
+/// [`Names`] of a set that may not have been kept (see [`logged`]).
+struct Kept<'a>(Option<&'a ResourceSet>);
+
+impl std::fmt::Display for Kept<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(set) => Names(set).fmt(f),
+            None => f.write_str("(not kept)"),
+        }
+    }
 }
 
 /// Resource names for logs: `a,b,c`, bytes that are not UTF-8 shown lossily.
