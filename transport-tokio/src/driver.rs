@@ -156,12 +156,10 @@ enum Reply {
 
 struct Pending {
     reply: Reply,
-    /// The names, for the completion's log line only; kept when debug lines
-    /// are written (without them, a lost extension's warning names the
-    /// operation instead). Not kept inline: a set is about 1 KiB, and copying it into
-    /// and out of `pending` was most of the driver's memory traffic (about
-    /// a quarter of its CPU time at 256 concurrent locks, see
-    /// bench/PROFILE.md); boxed only when kept.
+    /// The names, for the completion's log line only, kept (boxed) only
+    /// when debug lines are written: a set is about 1 KiB inline, and
+    /// copying it into and out of `pending` cost 7 % of user CPU at 256
+    /// concurrent locks (bench/PROFILE.md). See [`Kept`].
     resources: Option<Box<ResourceSet>>,
     started: tokio::time::Instant,
     /// The last error each node reported for this operation; empty (not
@@ -520,19 +518,14 @@ impl Driver {
             } => {
                 trace!(resources = %Names(&resources), ?op, "acquire started");
                 self.acquires.insert(req, op);
-                let resources = logged(&resources);
-                self.track(op, Reply::Acquire { req, tx: reply }, resources, started);
+                self.track(op, Reply::Acquire { req, tx: reply }, &resources, started);
             }
             Command::Extend { held, reply, .. } => {
-                let resources = logged(held.resources());
-                self.track(op, Reply::Extend(reply), resources, started)
+                self.track(op, Reply::Extend(reply), held.resources(), started)
             }
             Command::Release {
                 resources, reply, ..
-            } => {
-                let resources = logged(&resources);
-                self.track(op, Reply::Release(reply), resources, started)
-            }
+            } => self.track(op, Reply::Release(reply), &resources, started),
             Command::Cancel { .. } | Command::Flush { .. } => {}
         }
         None
@@ -656,9 +649,11 @@ impl Driver {
         &mut self,
         op: OpId,
         reply: Reply,
-        resources: Option<Box<ResourceSet>>,
+        resources: &ResourceSet,
         started: tokio::time::Instant,
     ) {
+        let resources =
+            tracing::enabled!(tracing::Level::DEBUG).then(|| Box::new(resources.clone()));
         self.pending.insert(
             op,
             Pending {
@@ -846,7 +841,7 @@ impl Driver {
                 match p.reply {
                     Reply::Acquire { req, tx } => {
                         self.acquires.remove(&req);
-                        debug!(resources = %Kept(p.resources.as_deref()), fence = lease.fence(), latency_ms = ms,
+                        debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = ms,
                             validity_ms = lease.remaining(self.clock.now()).as_millis() as u64, "acquired");
                         if let Err(Answer::Lease(Ok(lease))) = tx.send(Answer::Lease(Ok(lease))) {
                             // The caller went away as the result arrived.
@@ -863,12 +858,12 @@ impl Driver {
                 let ms = p.started.elapsed().as_secs_f64() * 1e3;
                 if let Reply::Acquire { req, tx } = p.reply {
                     self.acquires.remove(&req);
-                    debug!(resources = %Kept(p.resources.as_deref()), attempts = error.attempts, latency_ms = ms,
+                    debug!(resources = %Kept(p.resources.as_deref(), op), attempts = error.attempts, latency_ms = ms,
                         error = %error, "acquire failed");
                     let failure = self.failure(error, &p.errors);
                     let _ = tx.send(Answer::Lease(Err(Error::from_acquire(failure))));
                 } else if error.kind != FailureKind::Cancelled {
-                    debug!(resources = %Kept(p.resources.as_deref()), error = %error, "orphan acquire failed");
+                    debug!(resources = %Kept(p.resources.as_deref(), op), error = %error, "orphan acquire failed");
                 }
             }
             Event::Extended { op, lease } => {
@@ -876,7 +871,7 @@ impl Driver {
                     return;
                 };
                 let ms = p.started.elapsed().as_secs_f64() * 1e3;
-                debug!(resources = %Kept(p.resources.as_deref()), fence = lease.fence(), latency_ms = ms, "extended");
+                debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = ms, "extended");
                 if let Reply::Extend(tx) = p.reply {
                     let _ = tx.send(Answer::Lease(Ok(lease)));
                 }
@@ -885,12 +880,7 @@ impl Driver {
                 let Some(p) = self.pending.remove(&op) else {
                     return;
                 };
-                match p.resources.as_deref() {
-                    Some(set) => {
-                        warn!(resources = %Names(set), error = %error, "extension failed: lock lost")
-                    }
-                    None => warn!(?op, error = %error, "extension failed: lock lost"),
-                }
+                warn!(resources = %Kept(p.resources.as_deref(), op), error = %error, "extension failed: lock lost");
                 let failure = self.failure(error, &p.errors);
                 if let Reply::Extend(tx) = p.reply {
                     let _ = tx.send(Answer::Lease(Err(Error::Lost(failure))));
@@ -901,7 +891,7 @@ impl Driver {
                     return;
                 };
                 let ms = p.started.elapsed().as_secs_f64() * 1e3;
-                debug!(resources = %Kept(p.resources.as_deref()), released = report.released(),
+                debug!(resources = %Kept(p.resources.as_deref(), op), released = report.released(),
                     not_held = report.not_held(), unanswered = report.unanswered(), latency_ms = ms, "released");
                 if let Reply::Release(Some(tx)) = p.reply {
                     let unknown = |kind| {
@@ -1193,20 +1183,16 @@ async fn readable(readers: &[Arc<OwnedReadHalf>]) {
     .await
 }
 
-/// The names for a completion's log line when debug lines are written;
-/// nothing (no copy, no allocation) otherwise.
-fn logged(resources: &ResourceSet) -> Option<Box<ResourceSet>> {
-    tracing::enabled!(tracing::Level::DEBUG).then(|| Box::new(resources.clone()))
-}
-
-/// [`Names`] of a set that may not have been kept (see [`logged`]).
-struct Kept<'a>(Option<&'a ResourceSet>);
+/// A completion's [`Names`], or, when they were not kept (debug lines off
+/// when the operation started), the operation it was (an acquire's start
+/// is traced with both).
+struct Kept<'a>(Option<&'a ResourceSet>, OpId);
 
 impl std::fmt::Display for Kept<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             Some(set) => Names(set).fmt(f),
-            None => f.write_str("(not kept)"),
+            None => write!(f, "(op {:?})", self.1),
         }
     }
 }
