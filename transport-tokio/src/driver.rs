@@ -15,7 +15,9 @@
 //! reply meaning) is the core's.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
 use redlock_core::url::NodeUrl;
@@ -1050,6 +1052,9 @@ async fn run(stop: StopGuard, mut io_rx: mpsc::Receiver<IoEvent>) {
     tokio::pin!(timer);
     // The sockets to wait on, taken under the lock for each wait.
     let mut readers: Vec<Arc<OwnedReadHalf>> = Vec::new();
+    // Yield before waiting: commands are being batched (see the end of
+    // the loop).
+    let mut yield_first = false;
     loop {
         let sleep_until = {
             let _defer = DeferWakes::new();
@@ -1117,15 +1122,40 @@ async fn run(stop: StopGuard, mut io_rx: mpsc::Receiver<IoEvent>) {
                 timer.as_mut().reset(at);
             }
         }
-        tokio::select! {
-            // Taken at the top of the loop, after the yield below.
-            () = commands.ready(), if closing.is_none() => {}
-            () = readable(&readers) => {
+        let woke = {
+            let wait = async {
+                tokio::select! {
+                    // Taken at the top of the loop, after the yield below.
+                    () = commands.ready(), if closing.is_none() => Woke::Commands,
+                    () = readable(&readers) => Woke::Readable,
+                    Some(ev) = io_rx.recv() => Woke::Io(ev),
+                    () = &mut timer, if sleep_until.is_some() => Woke::Timer,
+                }
+            };
+            let mut wait = std::pin::pin!(wait);
+            if yield_first {
+                tokio::task::yield_now().await;
+                wait.await
+            } else {
+                // Yield only if something is ready at once (see below);
+                // otherwise waiting is the yield.
+                match std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await {
+                    Poll::Ready(woke) => {
+                        tokio::task::yield_now().await;
+                        woke
+                    }
+                    Poll::Pending => wait.await,
+                }
+            }
+        };
+        match woke {
+            Woke::Commands => {}
+            Woke::Readable => {
                 let _defer = DeferWakes::new();
                 let Some(mut d) = lock(shared) else { break };
                 d.read_sockets();
             }
-            Some(ev) = io_rx.recv() => {
+            Woke::Io(ev) => {
                 let _defer = DeferWakes::new();
                 let Some(mut d) = lock(shared) else { break };
                 d.io(ev);
@@ -1136,7 +1166,7 @@ async fn run(stop: StopGuard, mut io_rx: mpsc::Receiver<IoEvent>) {
                     }
                 }
             }
-            () = &mut timer, if sleep_until.is_some() => {
+            Woke::Timer => {
                 let _defer = DeferWakes::new();
                 let Some(mut d) = lock(shared) else { break };
                 let now = d.clock.now();
@@ -1153,6 +1183,7 @@ async fn run(stop: StopGuard, mut io_rx: mpsc::Receiver<IoEvent>) {
             // writes leave.
             d.drain();
             d.answer_flushes();
+            yield_first = !d.runs_direct();
         }
         readers.clear();
         // Let the tasks just answered run before the next batch: they
@@ -1163,9 +1194,24 @@ async fn run(stop: StopGuard, mut io_rx: mpsc::Receiver<IoEvent>) {
         // rarely yield; the tasks this loop woke (a keeper whose
         // extension just completed) would then wait on this worker for
         // seconds.
-        tokio::task::yield_now().await;
+        //
+        // With few requests in flight, handles run their commands
+        // themselves (`runs_direct`), nothing is batched, and the loop
+        // yields only when the wait above is ready at once: a wait that
+        // is not ready lets the worker run the tasks just answered anyway.
+        // A `yield_now` on every pass cost a sequential caller on a
+        // two-worker runtime two extra thread switches per reply: tokio
+        // wakes a parked worker for every yielded task (bench/PROFILE.md).
     }
     debug!("driver stopped");
+}
+
+/// What ended the driver task's wait.
+enum Woke {
+    Commands,
+    Readable,
+    Io(IoEvent),
+    Timer,
 }
 
 /// Resolves when any socket the driver reads itself has data (or an error,
