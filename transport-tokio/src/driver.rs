@@ -248,9 +248,8 @@ pub(crate) struct Driver {
     flushes: Vec<(oneshot::Sender<bool>, tokio::time::Instant)>,
 }
 
-/// A handle runs its own command while fewer node requests than this are in
-/// flight (operations waited on × nodes); beyond, commands wait for the
-/// driver task's next batch.
+/// A handle runs its own command while fewer operations than this are
+/// waited on; beyond, commands wait for the driver task's next batch.
 ///
 /// The trade: a command run by its caller leaves at once, at the cost of a
 /// write per node per command; a batch costs one write per node for every
@@ -258,10 +257,13 @@ pub(crate) struct Driver {
 /// With few commands in flight the wait dominates (batching then runs in
 /// lockstep with the nodes: the whole batch's replies come back before
 /// the next batch leaves); with many, the writes do. Measured with the
-/// bench (`bench/`, 16 to 256 concurrent locks, 1 to 5 nodes), 16 did
-/// best: 16 concurrent locks on one node went from 60k to 88k cycles/s,
-/// 256 stayed at about 215k.
-const DIRECT_REQUESTS: usize = 16;
+/// bench (`bench/`, 16 and 256 concurrent locks, 1 to 5 nodes): running
+/// only a lone command directly gave 60k cycles/s at 16 locks on one node;
+/// 16 node requests (operations × nodes) gave 88k on that machine, but on
+/// another 16 locks on one node did better with fewer (1: 18.3 µs per
+/// cycle, 4: 15.7, 16: 21.4); 4 operations, whatever the number of nodes,
+/// was best or level everywhere there (bench/PROFILE.md, 2026-12-03).
+const DIRECT_OPS: usize = 4;
 
 /// Transmit buffer: several pipelined commands per write.
 const TX_BUF: usize = 64 * 1024;
@@ -331,13 +333,13 @@ impl Driver {
     }
 
     /// Whether a handle may run its command itself now: the driver task
-    /// runs, fewer than [`DIRECT_REQUESTS`] requests are in flight (beyond,
+    /// runs, fewer than [`DIRECT_OPS`] operations are in flight (beyond,
     /// the driver task's batches, one write per node for many commands,
     /// are cheaper), and nothing is queued or parked ahead of it (a
     /// command never overtakes one sent before it).
     pub(crate) fn runs_direct(&self) -> bool {
         !self.stopped
-            && self.pending.len() * self.nodes.len() < DIRECT_REQUESTS
+            && self.pending.len() < DIRECT_OPS
             && self.backlog.is_empty()
             && self.incoming.is_empty()
             && self.commands.is_empty()

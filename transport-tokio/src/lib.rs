@@ -87,8 +87,8 @@
 //!   the connections it asks for, and complete the futures waiting on each
 //!   operation.
 //! * The core sits behind a lock the driver task never holds across an
-//!   `await`. While few requests are in flight (fewer than 16: operations
-//!   × nodes) and nothing is queued, a lock call takes that lock without
+//!   `await`. While few operations are in flight (fewer than 4) and
+//!   nothing is queued, a lock call takes that lock without
 //!   waiting, starts its command and writes its requests **on the caller's
 //!   own thread**: no hand-off to the driver task. Beyond that, commands
 //!   are queued and the driver task starts every queued command at once,
