@@ -1127,7 +1127,7 @@ async fn run(stop: StopGuard, mut io_rx: mpsc::Receiver<IoEvent>) {
         let woke = {
             let wait = async {
                 tokio::select! {
-                    // Taken at the top of the loop, after the yield below.
+                    // Taken at the top of the next pass.
                     () = commands.ready(), if closing.is_none() => Woke::Commands,
                     () = readable(&readers) => Woke::Readable,
                     Some(ev) = io_rx.recv() => Woke::Io(ev),
