@@ -9,7 +9,7 @@
 //! the caller). The driver used to `yield_now` after every pass of its
 //! loop; tokio wakes a parked worker for every yielded task, so each reply
 //! also woke the second worker, which found nothing and parked again: two
-//! extra thread switches per reply (3.75 unparks per cycle measured with
+//! extra thread switches per reply (3.75-3.94 unparks per cycle measured with
 //! that yield put back, 2.00 now; `bench/PROFILE.md`). The driver now
 //! yields only while commands are batched or when its wait is ready at
 //! once.
@@ -25,7 +25,7 @@ use redlock_tokio::{Client, RetryPolicy};
 
 const WARM_UP: u64 = 100;
 const CYCLES: u64 = 1000;
-/// Worker unparks per cycle allowed: 2 at best (one per reply), 3.75
+/// Worker unparks per cycle allowed: 2 at best (one per reply), 3.75-3.94
 /// measured with the extra wake-up per reply.
 const MAX_UNPARKS_PER_CYCLE: f64 = 3.0;
 
