@@ -1,5 +1,7 @@
 //! `client_cycle IMPL K URLS [C]`: K acquire+release cycles of one client
-//! (`std` or `tokio`) against running redis-server nodes
+//! (`std`, `tokio`, or the bench's quorum-for-both minimal client
+//! `quorum-min`, on the same tokio runtime as `tokio`) against running
+//! redis-server nodes
 //! (`URLS`, comma separated), by C concurrent workers (default 1:
 //! sequential) sharing the client; for the profile (`profile.sh`,
 //! `PROFILE.md`).
@@ -47,6 +49,11 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// The bench's minimal client, the same source as `redlock-bench`'s.
+#[allow(dead_code)] // the bench binary uses parts this one does not
+#[path = "../baseline.rs"]
+mod baseline;
 
 const TTL: Duration = Duration::from_secs(10);
 /// Longer than the default (5 % of the TTL): under valgrind on a loaded
@@ -104,6 +111,31 @@ fn thread_switches() -> BTreeMap<(String, String), u64> {
 enum Client {
     Std(redlock_std::Client),
     Tokio(tokio::runtime::Runtime, redlock_tokio::Client),
+    QuorumMin(tokio::runtime::Runtime, std::sync::Arc<baseline::Baseline>),
+}
+
+/// The runtime `tokio` and `quorum-min` run on.
+fn runtime() -> tokio::runtime::Runtime {
+    // `CLIENT_CYCLE_CURRENT_THREAD`: a current-thread runtime
+    // (everything on the main thread) instead of a multi-thread one.
+    let mut builder = if std::env::var_os("CLIENT_CYCLE_CURRENT_THREAD").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all();
+    // `CLIENT_CYCLE_WORKERS=n`: that many runtime workers instead
+    // of tokio's default (one per CPU the process may use).
+    if let Some(w) = std::env::var("CLIENT_CYCLE_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|w| (1..=256).contains(w))
+    {
+        builder.worker_threads(w);
+    }
+    builder
+        .build()
+        .unwrap_or_else(|e| fail(&format!("tokio runtime: {e}")))
 }
 
 fn connect(which: &str, urls: &[String]) -> Client {
@@ -118,26 +150,7 @@ fn connect(which: &str, urls: &[String]) -> Client {
                 .unwrap_or_else(|e| fail(&format!("std client: {e}"))),
         ),
         "tokio" => {
-            // `CLIENT_CYCLE_CURRENT_THREAD`: a current-thread runtime
-            // (everything on the main thread) instead of a multi-thread one.
-            let mut builder = if std::env::var_os("CLIENT_CYCLE_CURRENT_THREAD").is_some() {
-                tokio::runtime::Builder::new_current_thread()
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-            };
-            builder.enable_all();
-            // `CLIENT_CYCLE_WORKERS=n`: that many runtime workers instead
-            // of tokio's default (one per CPU the process may use).
-            if let Some(w) = std::env::var("CLIENT_CYCLE_WORKERS")
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-                .filter(|w| (1..=256).contains(w))
-            {
-                builder.worker_threads(w);
-            }
-            let rt = builder
-                .build()
-                .unwrap_or_else(|e| fail(&format!("tokio runtime: {e}")));
+            let rt = runtime();
             let client = rt
                 .block_on(async {
                     redlock_tokio::Client::builder()
@@ -150,7 +163,14 @@ fn connect(which: &str, urls: &[String]) -> Client {
                 .unwrap_or_else(|e| fail(&format!("tokio client: {e}")));
             Client::Tokio(rt, client)
         }
-        other => fail(&format!("IMPL is std or tokio, not {other:?}")),
+        "quorum-min" => {
+            let rt = runtime();
+            let client = rt
+                .block_on(baseline::Baseline::connect(urls, TTL, true))
+                .unwrap_or_else(|e| fail(&format!("quorum-min client: {e}")));
+            Client::QuorumMin(rt, std::sync::Arc::new(client))
+        }
+        other => fail(&format!("IMPL is std, tokio or quorum-min, not {other:?}")),
     }
 }
 
@@ -181,6 +201,18 @@ async fn tokio_cycles(client: &redlock_tokio::Client, resource: &[u8], k: u64) {
                 }
             }
             Err(e) => fail(&format!("acquire: {e}")),
+        }
+    }
+}
+
+async fn quorum_min_cycles(client: &baseline::Baseline, resource: &[u8], k: u64) {
+    let resource = std::str::from_utf8(resource).unwrap_or_else(|_| fail("resource: not UTF-8"));
+    for _ in 0..k {
+        match client.try_lock(resource).await {
+            Some(lease) => {
+                client.release(&lease).await;
+            }
+            None => fail("quorum-min: acquire failed"),
         }
     }
 }
@@ -222,13 +254,27 @@ fn run(client: &Client, c: usize, per_worker: u64, names: &[Vec<u8>]) {
                 }
             }
         }),
+        Client::QuorumMin(rt, client) => rt.block_on(async {
+            if c == 1 && std::env::var_os("CLIENT_CYCLE_BLOCK_ON").is_some() {
+                quorum_min_cycles(client, &names[0], per_worker).await;
+            } else {
+                let mut tasks = tokio::task::JoinSet::new();
+                for name in names {
+                    let (client, name) = (client.clone(), name.clone());
+                    tasks.spawn(async move { quorum_min_cycles(&client, &name, per_worker).await });
+                }
+                while let Some(r) = tasks.join_next().await {
+                    r.unwrap_or_else(|e| fail(&format!("worker: {e}")));
+                }
+            }
+        }),
     }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
-        fail("usage: client_cycle std|tokio K URL[,URL...] [C]");
+        fail("usage: client_cycle std|tokio|quorum-min K URL[,URL...] [C]");
     }
     let which = args[0].as_str();
     let k: u64 = args[1]
