@@ -15,7 +15,7 @@ use crate::driver::{Clock, Command, Core, Driver, Held, Names, Shared};
 use crate::error::Error;
 use crate::lease::Lease;
 use crate::queue::Queue;
-use crate::reply::{self, Answer, Cells, ReplyRx};
+use crate::reply::{self, Answer, Cells, LeaseBox, ReplyRx};
 use crate::rng::Prefilled;
 
 /// Configures a [`Client`]: nodes, TTL, timeouts, retries, TLS roots.
@@ -237,7 +237,7 @@ pub(crate) struct Inner {
     /// queued, a command is run by its caller (see [`Driver::direct`]).
     driver: Shared,
     /// Where the driver answers commands (reused, see [`crate::reply`]).
-    cells: Arc<Cells>,
+    pub(crate) cells: Arc<Cells>,
     pub(crate) clock: Clock,
     pub(crate) urls: Vec<String>,
     config: Config,
@@ -275,7 +275,7 @@ impl Drop for Inner {
 }
 
 /// The caller's result of an acquire or an extension.
-async fn lease_answer(rx: &mut ReplyRx) -> Result<CoreLease, Error> {
+async fn lease_answer(rx: &mut ReplyRx) -> Result<LeaseBox, Error> {
     match rx.await {
         Some(Answer::Lease(result)) => result,
         _ => Err(Error::stopped()),
@@ -327,7 +327,7 @@ struct AcquireGuard<'a> {
 }
 
 impl AcquireGuard<'_> {
-    async fn wait(&mut self) -> Result<CoreLease, Error> {
+    async fn wait(&mut self) -> Result<LeaseBox, Error> {
         let Some(rx) = self.rx.as_mut() else {
             return Err(Error::stopped());
         };
@@ -346,12 +346,13 @@ impl Drop for AcquireGuard<'_> {
         // is already here, or the driver will see the closed channel / the
         // Cancel below and undo whatever the acquire took.
         match rx.close() {
-            Some(Answer::Lease(Ok(lease))) => {
+            Some(Answer::Lease(Ok(mut lease))) => {
                 let _ = self.inner.send(Command::Release {
                     resources: lease.resources().clone(),
                     token: *lease.token(),
                     reply: None,
                 });
+                self.inner.cells.recycle(&mut lease);
             }
             Some(_) => {}
             None => {
@@ -516,10 +517,13 @@ impl Client {
             resources: resources.into_resources()?,
             token: *token,
         };
-        self.extend_held(held, ttl).await
+        let mut lease = self.extend_held(held, ttl).await?;
+        let out = (*lease).clone();
+        self.inner.cells.recycle(&mut lease);
+        Ok(out)
     }
 
-    pub(crate) async fn extend_held(&self, held: Held, ttl: Duration) -> Result<CoreLease, Error> {
+    pub(crate) async fn extend_held(&self, held: Held, ttl: Duration) -> Result<LeaseBox, Error> {
         let (tx, mut rx) = reply::pair(&self.inner.cells);
         self.inner.send(Command::Extend {
             held,

@@ -847,6 +847,7 @@ impl Driver {
                         self.acquires.remove(&req);
                         debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = ms,
                             validity_ms = lease.remaining(self.clock.now()).as_millis() as u64, "acquired");
+                        let lease = tx.boxed(lease);
                         if let Err(Answer::Lease(Ok(lease))) = tx.send(Answer::Lease(Ok(lease))) {
                             // The caller went away as the result arrived.
                             self.release_orphan(&lease);
@@ -877,6 +878,7 @@ impl Driver {
                 let ms = p.started.elapsed().as_secs_f64() * 1e3;
                 debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = ms, "extended");
                 if let Reply::Extend(tx) = p.reply {
+                    let lease = tx.boxed(lease);
                     let _ = tx.send(Answer::Lease(Ok(lease)));
                 }
             }

@@ -8,6 +8,7 @@ use redlock_core::{Lease as CoreLease, ReleaseReport, ResourceSet, Token};
 use crate::client::Client;
 use crate::driver::Held;
 use crate::error::Error;
+use crate::reply::LeaseBox;
 
 /// A held lock, valid until [`remaining`](Self::remaining) reaches zero.
 ///
@@ -24,7 +25,9 @@ use crate::error::Error;
 /// # Ok(()) }
 /// ```
 pub struct Lease {
-    lease: CoreLease,
+    /// Boxed (a spare box of the client's, given back on drop): a core
+    /// lease is about 1.1 KiB, and a `Lease` is moved about.
+    lease: LeaseBox,
     client: Client,
     armed: bool,
     /// The last extension was refused ([`Error::Lost`]): whatever the
@@ -43,7 +46,7 @@ impl fmt::Debug for Lease {
 }
 
 impl Lease {
-    pub(crate) fn new(lease: CoreLease, client: Client) -> Lease {
+    pub(crate) fn new(lease: LeaseBox, client: Client) -> Lease {
         Lease {
             lease,
             client,
@@ -169,11 +172,12 @@ impl Lease {
     pub async fn extend(&mut self, ttl: Duration) -> Result<(), Error> {
         let result = self
             .client
-            .extend_held(Held::Lease(self.lease.clone()), ttl)
+            .extend_held(Held::Lease((*self.lease).clone()), ttl)
             .await;
         match result {
             Ok(new) => {
-                self.lease = new;
+                let mut old = std::mem::replace(&mut self.lease, new);
+                self.client.inner.cells.recycle(&mut old);
                 self.lost = false;
                 Ok(())
             }
@@ -216,7 +220,7 @@ impl Lease {
     /// ```
     pub fn forget(mut self) -> CoreLease {
         self.armed = false;
-        self.lease.clone()
+        (*self.lease).clone()
     }
 
     pub(crate) fn client(&self) -> &Client {
@@ -229,5 +233,6 @@ impl Drop for Lease {
         if self.armed {
             self.client.release_detached(&self.lease);
         }
+        self.client.inner.cells.recycle(&mut self.lease);
     }
 }

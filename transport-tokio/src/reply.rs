@@ -13,6 +13,12 @@
 //! a sender dropped without answering (the driver stopped) wakes the
 //! receiver with `None`; [`ReplyRx::close`] stops any later delivery and
 //! returns what had already arrived.
+//!
+//! A lease travels in a box ([`LeaseBox`]) taken from the same client's
+//! spare boxes and given back when the caller's [`Lease`](crate::Lease)
+//! is dropped: a core lease is about 1.1 KiB (its `ResourceSet` is inline),
+//! and every move of it on the way from the driver to the caller's future
+//! (the cell, the futures' states, the result) was a copy of all of it.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -81,17 +87,15 @@ fn wake(w: Waker) {
     }
 }
 
-/// What the driver answers (moved, never boxed: a box would allocate).
-#[allow(clippy::large_enum_variant)]
+/// What the driver answers: small, so that a cell is cheap to move.
 pub(crate) enum Answer {
     /// An acquire's or an extension's result.
-    Lease(Result<CoreLease, Error>),
+    Lease(Result<LeaseBox, Error>),
     /// A release's result.
     Release(Result<ReleaseReport, Error>),
 }
 
-/// Moved in and out of the table, never boxed (a box would allocate).
-#[allow(clippy::large_enum_variant)]
+/// A cell's state, moved in and out of the table.
 enum State {
     Free,
     /// Both ends hold the cell; the receiver's waker once it polled.
@@ -110,16 +114,77 @@ struct Table {
     free: Vec<usize>,
 }
 
-/// The cells of one client.
+/// Spare lease boxes kept at most (about 1.1 KiB each): beyond this many
+/// leases given back at once, boxes are freed.
+const SPARE_BOXES: usize = 1024;
+
+/// The cells of one client, and its spare lease boxes.
 #[derive(Default)]
 pub(crate) struct Cells {
     table: Mutex<Table>,
+    /// The boxes themselves are kept: each is handed out whole.
+    #[allow(clippy::vec_box)]
+    spare: Mutex<Vec<Box<CoreLease>>>,
 }
 
 impl Cells {
     fn table(&self) -> MutexGuard<'_, Table> {
         // Plain data, consistent at every point: usable after a panic.
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[allow(clippy::vec_box)]
+    fn spare(&self) -> MutexGuard<'_, Vec<Box<CoreLease>>> {
+        self.spare.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `lease` in a spare box (a new one only when none is spare).
+    pub(crate) fn boxed(&self, lease: CoreLease) -> LeaseBox {
+        let spare = self.spare().pop();
+        LeaseBox(Some(match spare {
+            Some(mut b) => {
+                *b = lease;
+                b
+            }
+            None => Box::new(lease),
+        }))
+    }
+
+    /// Keeps `lease`'s box for the next [`boxed`](Self::boxed), leaving
+    /// `lease` empty: only for one that is being dropped (an empty one
+    /// must never be read).
+    pub(crate) fn recycle(&self, lease: &mut LeaseBox) {
+        if let Some(b) = lease.0.take() {
+            let mut spare = self.spare();
+            if spare.len() < SPARE_BOXES {
+                spare.push(b);
+            }
+        }
+    }
+}
+
+/// A core lease in a box from [`Cells::boxed`]; give the box back with
+/// [`Cells::recycle`] (dropped, it is freed).
+pub(crate) struct LeaseBox(Option<Box<CoreLease>>);
+
+impl std::fmt::Debug for LeaseBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(b) => b.fmt(f),
+            None => f.write_str("(recycled)"),
+        }
+    }
+}
+
+impl std::ops::Deref for LeaseBox {
+    type Target = CoreLease;
+
+    fn deref(&self) -> &CoreLease {
+        match &self.0 {
+            Some(b) => b,
+            // Only `recycle` empties one, as its owner is dropped.
+            None => unreachable!("a recycled lease box was read"),
+        }
     }
 }
 
@@ -165,6 +230,11 @@ pub(crate) struct ReplyTx {
 }
 
 impl ReplyTx {
+    /// `lease` in a box from this client's spares, for [`send`](Self::send).
+    pub(crate) fn boxed(&self, lease: CoreLease) -> LeaseBox {
+        self.cells.boxed(lease)
+    }
+
     /// Delivers `answer`; gives it back if the receiver is gone.
     #[allow(clippy::result_large_err)] // as a oneshot sender's
     pub(crate) fn send(mut self, answer: Answer) -> Result<(), Answer> {
