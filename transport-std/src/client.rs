@@ -12,6 +12,7 @@ use redlock_core::{
 use crate::driver::{self, Command, DriverHandle, Held, Outcome};
 use crate::keep::{KeptLease, LossSignal};
 use crate::lease::Lease;
+use crate::spare::LeaseBox;
 use crate::{rng, tls, Error};
 
 /// Configures a [`Client`]: nodes, TTL, timeouts, retries, TLS roots.
@@ -567,10 +568,18 @@ impl Client {
             resources: resources.into_resources()?,
             token: *token,
         };
-        self.extend_held(held, ttl)
+        let mut lease = self.extend_held(held, ttl)?;
+        let out = (*lease).clone();
+        self.recycle(&mut lease);
+        Ok(out)
     }
 
-    pub(crate) fn extend_held(&self, held: Held, ttl: Duration) -> Result<CoreLease, Error> {
+    /// Keeps the box of a lease being dropped for the next one.
+    pub(crate) fn recycle(&self, lease: &mut LeaseBox) {
+        self.inner.driver.recycle(lease);
+    }
+
+    pub(crate) fn extend_held(&self, held: Held, ttl: Duration) -> Result<LeaseBox, Error> {
         match self.inner.driver.submit(Command::Extend { held, ttl })? {
             Outcome::Extended(lease) => Ok(lease),
             Outcome::Failed(f) => Err(Error::Lost(f)),

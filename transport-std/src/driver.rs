@@ -39,6 +39,7 @@ use crate::backlog::{self, Backlog};
 use crate::error::{Error, Failure, NodeFailure};
 use crate::resolve::{Resolved, Resolver};
 use crate::rng::OsBytes;
+use crate::spare::{LeaseBox, Spares};
 
 /// Operations in progress at once in one client (acquires with their retry
 /// pauses, extends, releases).
@@ -101,8 +102,9 @@ pub(crate) enum Held {
 /// The result of one [`Command`].
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    Acquired(CoreLease),
-    Extended(CoreLease),
+    /// In a box from the client's spares (see [`crate::spare`]).
+    Acquired(LeaseBox),
+    Extended(LeaseBox),
     /// The release's verdict, and for a verdict that is not known
     /// (unavailable, authentication) each node's details.
     Released(ReleaseReport, Option<Failure>),
@@ -201,6 +203,8 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     waker: Waker,
+    /// Boxes for the leases answered to callers.
+    spares: Spares,
 }
 
 impl Shared {
@@ -253,6 +257,7 @@ impl DriverHandle {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             waker,
+            spares: Spares::default(),
         });
         let epoch = std::time::Instant::now();
         let node_timeout = core.config().node_timeout;
@@ -363,6 +368,11 @@ impl DriverHandle {
             Outcome::Flushed(idle) => Ok(idle),
             _ => Ok(false),
         }
+    }
+
+    /// Keeps the box of a lease being dropped for the next answered lease.
+    pub(crate) fn recycle(&self, lease: &mut LeaseBox) {
+        self.shared.spares.recycle(lease);
     }
 
     /// Submits `cmd` without waiting (best-effort release on drop).
@@ -1076,8 +1086,14 @@ impl Driver {
                     }
                 }
             }
-            Event::Acquired { op, lease } => self.finish(op, Outcome::Acquired(lease)),
-            Event::Extended { op, lease } => self.finish(op, Outcome::Extended(lease)),
+            Event::Acquired { op, lease } => {
+                let lease = self.shared.spares.boxed(lease);
+                self.finish(op, Outcome::Acquired(lease))
+            }
+            Event::Extended { op, lease } => {
+                let lease = self.shared.spares.boxed(lease);
+                self.finish(op, Outcome::Extended(lease))
+            }
             Event::Released { op, report } => {
                 let kind = match report.verdict() {
                     ReleaseVerdict::Released | ReleaseVerdict::NotHeld => None,

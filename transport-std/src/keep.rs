@@ -486,12 +486,13 @@ fn extend_loop(shared: &Shared, client: &Client) {
         };
         let mut st = shared.lock();
         match result {
-            Ok(new) => {
+            Ok(mut new) => {
                 tracing::debug!(
                     remaining_ms = new.remaining(client.now()).as_millis() as u64,
                     "lease renewed"
                 );
-                st.lease = new;
+                st.lease = (*new).clone();
+                client.recycle(&mut new);
             }
             Err(e) => {
                 tracing::warn!("lock lost: {e}");

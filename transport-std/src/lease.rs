@@ -5,6 +5,7 @@ use std::time::Duration;
 use redlock_core::{Lease as CoreLease, ReleaseReport, ResourceSet, Token};
 
 use crate::driver::Held;
+use crate::spare::LeaseBox;
 use crate::{Client, Error};
 
 /// A held lock, valid until [`remaining`](Self::remaining) reaches zero.
@@ -22,7 +23,9 @@ use crate::{Client, Error};
 /// ```
 pub struct Lease {
     client: Client,
-    lease: CoreLease,
+    /// Boxed (a spare box of the client's, given back on drop): a core
+    /// lease is about 1.1 KiB, and a `Lease` is moved about.
+    lease: LeaseBox,
     armed: bool,
     /// An extension was refused by the nodes: whatever the deadline says,
     /// the lock is no longer ours.
@@ -40,7 +43,7 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    pub(crate) fn new(client: Client, lease: CoreLease) -> Lease {
+    pub(crate) fn new(client: Client, lease: LeaseBox) -> Lease {
         Lease {
             client,
             lease,
@@ -179,10 +182,11 @@ impl Lease {
     pub fn extend(&mut self, ttl: Duration) -> Result<(), Error> {
         match self
             .client
-            .extend_held(Held::Lease(self.lease.clone()), ttl)
+            .extend_held(Held::Lease((*self.lease).clone()), ttl)
         {
             Ok(lease) => {
-                self.lease = lease;
+                let mut old = std::mem::replace(&mut self.lease, lease);
+                self.client.recycle(&mut old);
                 self.lost = false;
                 Ok(())
             }
@@ -229,13 +233,13 @@ impl Lease {
     /// ```
     pub fn forget(mut self) -> CoreLease {
         self.armed = false;
-        self.lease.clone()
+        (*self.lease).clone()
     }
 
     /// Takes the lease out without releasing it.
     pub(crate) fn disarm(mut self) -> (Client, CoreLease) {
         self.armed = false;
-        (self.client.clone(), self.lease.clone())
+        (self.client.clone(), (*self.lease).clone())
     }
 }
 
@@ -244,5 +248,6 @@ impl Drop for Lease {
         if self.armed {
             self.client.release_detached(&self.lease);
         }
+        self.client.recycle(&mut self.lease);
     }
 }

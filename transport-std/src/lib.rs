@@ -151,6 +151,7 @@ mod keep;
 mod lease;
 mod resolve;
 mod rng;
+mod spare;
 mod tls;
 
 pub use client::{Builder, Cancel, Client};

@@ -15,8 +15,9 @@ use crate::driver::{Clock, Command, Core, Driver, Held, Names, Shared};
 use crate::error::Error;
 use crate::lease::Lease;
 use crate::queue::Queue;
-use crate::reply::{self, Answer, Cells, LeaseBox, ReplyRx};
+use crate::reply::{self, Answer, Cells, ReplyRx};
 use crate::rng::Prefilled;
+use crate::spare::LeaseBox;
 
 /// Configures a [`Client`]: nodes, TTL, timeouts, retries, TLS roots.
 ///

@@ -8,7 +8,7 @@ use redlock_core::{Lease as CoreLease, ReleaseReport, ResourceSet, Token};
 use crate::client::Client;
 use crate::driver::Held;
 use crate::error::Error;
-use crate::reply::LeaseBox;
+use crate::spare::LeaseBox;
 
 /// A held lock, valid until [`remaining`](Self::remaining) reaches zero.
 ///

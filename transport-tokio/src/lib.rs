@@ -143,6 +143,7 @@ mod lease;
 mod queue;
 mod reply;
 mod rng;
+mod spare;
 
 pub use client::{Builder, Client};
 pub use error::{Error, Failure, NodeFailure};

@@ -14,11 +14,8 @@
 //! receiver with `None`; [`ReplyRx::close`] stops any later delivery and
 //! returns what had already arrived.
 //!
-//! A lease travels in a box ([`LeaseBox`]) taken from the same client's
-//! spare boxes and given back when the caller's [`Lease`](crate::Lease)
-//! is dropped: a core lease is about 1.1 KiB (its `ResourceSet` is inline),
-//! and every move of it on the way from the driver to the caller's future
-//! (the cell, the futures' states, the result) was a copy of all of it.
+//! A lease travels in a box from the client's spares ([`crate::spare`]),
+//! so a cell is small and cheap to move.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -28,6 +25,7 @@ use std::task::{Context, Poll, Waker};
 
 use redlock_core::{Lease as CoreLease, ReleaseReport};
 
+use crate::spare::{LeaseBox, Spares};
 use crate::Error;
 
 thread_local! {
@@ -114,17 +112,11 @@ struct Table {
     free: Vec<usize>,
 }
 
-/// Spare lease boxes kept at most (about 1.1 KiB each): beyond this many
-/// leases given back at once, boxes are freed.
-const SPARE_BOXES: usize = 1024;
-
 /// The cells of one client, and its spare lease boxes.
 #[derive(Default)]
 pub(crate) struct Cells {
     table: Mutex<Table>,
-    /// The boxes themselves are kept: each is handed out whole.
-    #[allow(clippy::vec_box)]
-    spare: Mutex<Vec<Box<CoreLease>>>,
+    spares: Spares,
 }
 
 impl Cells {
@@ -133,58 +125,14 @@ impl Cells {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    #[allow(clippy::vec_box)]
-    fn spare(&self) -> MutexGuard<'_, Vec<Box<CoreLease>>> {
-        self.spare.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// `lease` in a spare box (a new one only when none is spare).
+    /// `lease` in a spare box (see [`crate::spare`]).
     pub(crate) fn boxed(&self, lease: CoreLease) -> LeaseBox {
-        let spare = self.spare().pop();
-        LeaseBox(Some(match spare {
-            Some(mut b) => {
-                *b = lease;
-                b
-            }
-            None => Box::new(lease),
-        }))
+        self.spares.boxed(lease)
     }
 
-    /// Keeps `lease`'s box for the next [`boxed`](Self::boxed), leaving
-    /// `lease` empty: only for one that is being dropped (an empty one
-    /// must never be read).
+    /// Keeps the box of a lease being dropped for the next one.
     pub(crate) fn recycle(&self, lease: &mut LeaseBox) {
-        if let Some(b) = lease.0.take() {
-            let mut spare = self.spare();
-            if spare.len() < SPARE_BOXES {
-                spare.push(b);
-            }
-        }
-    }
-}
-
-/// A core lease in a box from [`Cells::boxed`]; give the box back with
-/// [`Cells::recycle`] (dropped, it is freed).
-pub(crate) struct LeaseBox(Option<Box<CoreLease>>);
-
-impl std::fmt::Debug for LeaseBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(b) => b.fmt(f),
-            None => f.write_str("(recycled)"),
-        }
-    }
-}
-
-impl std::ops::Deref for LeaseBox {
-    type Target = CoreLease;
-
-    fn deref(&self) -> &CoreLease {
-        match &self.0 {
-            Some(b) => b,
-            // Only `recycle` empties one, as its owner is dropped.
-            None => unreachable!("a recycled lease box was read"),
-        }
+        self.spares.recycle(lease);
     }
 }
 
