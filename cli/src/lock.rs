@@ -23,7 +23,9 @@ use crate::report::{self, Op};
 use crate::signals::{self, Signals};
 use crate::{exit, Output};
 
-/// The result of one lock operation, run on its own thread.
+/// The result of one lock operation, run on its own thread (sent once per
+/// operation: the size difference between variants does not matter).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Done {
     Acquired(Result<Lease, Error>),
     Extended(Result<redlock_core::Lease, Error>),

@@ -12,7 +12,7 @@ use redlock_core::{
 use crate::driver::{self, Command, DriverHandle, Held, Outcome};
 use crate::keep::{KeptLease, LossSignal};
 use crate::lease::Lease;
-use crate::spare::LeaseBox;
+use crate::spare::{LeaseBox, SetBox};
 use crate::{rng, tls, Error};
 
 /// Configures a [`Client`]: nodes, TTL, timeouts, retries, TLS roots.
@@ -409,7 +409,7 @@ impl Client {
         let options = options.resolve(&self.inner.config, crate::unix_ms);
         let rng = rng::OsBytes::fetch()?;
         let cmd = Command::Acquire {
-            resources,
+            resources: self.inner.driver.set(resources),
             options,
             rng,
             cancel: cancel.map(|c| c.flag.clone()),
@@ -565,7 +565,7 @@ impl Client {
         ttl: Duration,
     ) -> Result<CoreLease, Error> {
         let held = Held::Token {
-            resources: resources.into_resources()?,
+            resources: self.inner.driver.set(resources.into_resources()?),
             token: *token,
         };
         let mut lease = self.extend_held(held, ttl)?;
@@ -577,6 +577,16 @@ impl Client {
     /// Keeps the box of a lease being dropped for the next one.
     pub(crate) fn recycle(&self, lease: &mut LeaseBox) {
         self.inner.driver.recycle(lease);
+    }
+
+    /// A copy of `lease` in a spare box, for an extend command.
+    pub(crate) fn lease_of(&self, lease: &CoreLease) -> LeaseBox {
+        self.inner.driver.lease_of(lease)
+    }
+
+    /// A copy of `set` in a spare box, for a command.
+    pub(crate) fn set_of(&self, set: &redlock_core::ResourceSet) -> SetBox {
+        self.inner.driver.set_of(set)
     }
 
     pub(crate) fn extend_held(&self, held: Held, ttl: Duration) -> Result<LeaseBox, Error> {
@@ -611,8 +621,18 @@ impl Client {
         resources: impl IntoResources,
         token: &Token,
     ) -> Result<ReleaseReport, Error> {
+        let resources = self.inner.driver.set(resources.into_resources()?);
+        self.release_set(resources, token)
+    }
+
+    /// [`release_token`](Self::release_token) with the set already boxed.
+    pub(crate) fn release_set(
+        &self,
+        resources: SetBox,
+        token: &Token,
+    ) -> Result<ReleaseReport, Error> {
         let cmd = Command::Release {
-            resources: resources.into_resources()?,
+            resources,
             token: *token,
         };
         match self.inner.driver.submit(cmd)? {
@@ -655,7 +675,7 @@ impl Client {
 
     pub(crate) fn release_detached(&self, lease: &CoreLease) {
         self.inner.driver.submit_detached(Command::Release {
-            resources: lease.resources().clone(),
+            resources: self.inner.driver.set_of(lease.resources()),
             token: *lease.token(),
         });
     }

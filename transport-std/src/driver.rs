@@ -39,7 +39,7 @@ use crate::backlog::{self, Backlog};
 use crate::error::{Error, Failure, NodeFailure};
 use crate::resolve::{Resolved, Resolver};
 use crate::rng::OsBytes;
-use crate::spare::{LeaseBox, Spares};
+use crate::spare::{LeaseBox, SetBox, Spares};
 
 /// Operations in progress at once in one client (acquires with their retry
 /// pauses, extends, releases).
@@ -58,7 +58,9 @@ const WAKER: MioToken = MioToken(usize::MAX);
 #[derive(Debug)]
 pub(crate) enum Command {
     Acquire {
-        resources: ResourceSet,
+        /// Boxed (a spare of the client's, see [`crate::spare`]): moved
+        /// several times on the way into the core.
+        resources: SetBox,
         /// TTL, retry policy and fencing, resolved by the caller.
         options: AcquireOptions,
         rng: OsBytes,
@@ -70,7 +72,7 @@ pub(crate) enum Command {
         ttl: Duration,
     },
     Release {
-        resources: ResourceSet,
+        resources: SetBox,
         token: Token,
     },
     /// Wakes the driver to look for acquires whose cancel flag is set.
@@ -85,18 +87,14 @@ pub(crate) enum Command {
     Panic,
 }
 
-/// What an extension extends.
-#[allow(clippy::large_enum_variant)]
+/// What an extension extends, boxed either way (see [`crate::spare`]).
 #[derive(Debug)]
 pub(crate) enum Held {
     /// A lease of ours: the core also checks its local deadline, and the
     /// extended lease keeps its fence.
-    Lease(CoreLease),
+    Lease(LeaseBox),
     /// Only the token is known (e.g. from a command line).
-    Token {
-        resources: ResourceSet,
-        token: Token,
-    },
+    Token { resources: SetBox, token: Token },
 }
 
 /// The result of one [`Command`].
@@ -203,8 +201,10 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     waker: Waker,
-    /// Boxes for the leases answered to callers.
-    spares: Spares,
+    /// Boxes for the leases answered to callers and in extend commands.
+    spares: Spares<redlock_core::Lease>,
+    /// Boxes for the resource sets of commands.
+    sets: Spares<ResourceSet>,
 }
 
 impl Shared {
@@ -258,6 +258,7 @@ impl DriverHandle {
             queue: Mutex::new(Queue::default()),
             waker,
             spares: Spares::default(),
+            sets: Spares::default(),
         });
         let epoch = std::time::Instant::now();
         let node_timeout = core.config().node_timeout;
@@ -373,6 +374,21 @@ impl DriverHandle {
     /// Keeps the box of a lease being dropped for the next answered lease.
     pub(crate) fn recycle(&self, lease: &mut LeaseBox) {
         self.shared.spares.recycle(lease);
+    }
+
+    /// A copy of `lease` in a spare box, for an extend command.
+    pub(crate) fn lease_of(&self, lease: &CoreLease) -> LeaseBox {
+        self.shared.spares.boxed_clone(lease)
+    }
+
+    /// `set` in a spare box, for a command.
+    pub(crate) fn set(&self, set: ResourceSet) -> SetBox {
+        self.shared.sets.boxed(set)
+    }
+
+    /// A copy of `set` in a spare box, for a command.
+    pub(crate) fn set_of(&self, set: &ResourceSet) -> SetBox {
+        self.shared.sets.boxed_clone(set)
     }
 
     /// Submits `cmd` without waiting (best-effort release on drop).
@@ -846,8 +862,27 @@ impl Driver {
         };
         match result {
             Ok(op) => {
+                // The command's boxes go back to the spares.
                 let cancel = match req.cmd {
-                    Command::Acquire { cancel, .. } => cancel,
+                    Command::Acquire {
+                        cancel,
+                        mut resources,
+                        ..
+                    } => {
+                        self.shared.sets.recycle(&mut resources);
+                        cancel
+                    }
+                    Command::Release { mut resources, .. } => {
+                        self.shared.sets.recycle(&mut resources);
+                        None
+                    }
+                    Command::Extend { mut held, .. } => {
+                        match &mut held {
+                            Held::Lease(l) => self.shared.spares.recycle(l),
+                            Held::Token { resources, .. } => self.shared.sets.recycle(resources),
+                        }
+                        None
+                    }
                     _ => None,
                 };
                 // Cancelled before it started (its `Cancel` command found

@@ -456,7 +456,7 @@ fn extend_loop(shared: &Shared, client: &Client) {
         let deadline = client.to_std(lease.deadline());
         // Attempts of this extension, until one succeeds or none can help.
         let result = loop {
-            let result = client.extend_held(Held::Lease(lease.clone()), lease.ttl());
+            let result = client.extend_held(Held::Lease(client.lease_of(&lease)), lease.ttl());
             let e = match result {
                 Ok(new) => break Ok(new),
                 Err(e) => e,

@@ -182,7 +182,7 @@ impl Lease {
     pub fn extend(&mut self, ttl: Duration) -> Result<(), Error> {
         match self
             .client
-            .extend_held(Held::Lease((*self.lease).clone()), ttl)
+            .extend_held(Held::Lease(self.client.lease_of(&self.lease)), ttl)
         {
             Ok(lease) => {
                 let mut old = std::mem::replace(&mut self.lease, lease);
@@ -218,8 +218,8 @@ impl Lease {
     /// ```
     pub fn release(mut self) -> Result<ReleaseReport, Error> {
         self.armed = false;
-        self.client
-            .release_token(self.lease.resources(), self.lease.token())
+        let resources = self.client.set_of(self.lease.resources());
+        self.client.release_set(resources, self.lease.token())
     }
 
     /// Disarms the release on drop: the lock stays held until its TTL.

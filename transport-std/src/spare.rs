@@ -1,4 +1,4 @@
-//! Leases in reused boxes.
+//! Leases and resource sets in reused boxes.
 //!
 //! A core lease is about 1.1 KiB (its `ResourceSet` is inline, fixed
 //! capacity), and every move of one by value is a copy of all of it: on its
@@ -8,49 +8,78 @@
 //! taken from the client's spares ([`Spares::boxed`]), and the caller's
 //! `Lease` gives the box back when it is dropped ([`Spares::recycle`]):
 //! after the first few cycles, no allocation, and a pointer instead of the
-//! lease is what moves (`bench/PROFILE.md`). The same module as
+//! lease is what moves (`bench/PROFILE.md`). The resource set of an
+//! acquire or a release command travels to the driver the same way. The same module as
 //! `redlock-tokio`'s.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use redlock_core::Lease as CoreLease;
+use redlock_core::{Lease as CoreLease, ResourceSet};
 
-/// Spare boxes kept at most (about 1.1 KiB each): beyond this many leases
-/// given back at once, boxes are freed.
+/// Spare boxes kept at most, of each kind (about 1.1 KiB each): beyond
+/// this many given back at once, boxes are freed.
 const MAX_SPARE: usize = 1024;
 
-/// One client's spare lease boxes.
-#[derive(Debug, Default)]
-pub(crate) struct Spares {
+/// A lease in a box from the client's spares.
+pub(crate) type LeaseBox = Boxed<CoreLease>;
+/// A resource set in a box from the client's spares.
+pub(crate) type SetBox = Boxed<ResourceSet>;
+
+/// One client's spare boxes of one kind.
+#[derive(Debug)]
+pub(crate) struct Spares<T> {
     /// The boxes themselves are kept: each is handed out whole.
     #[allow(clippy::vec_box)]
-    boxes: Mutex<Vec<Box<CoreLease>>>,
+    boxes: Mutex<Vec<Box<T>>>,
 }
 
-impl Spares {
+impl<T> Default for Spares<T> {
+    fn default() -> Spares<T> {
+        Spares {
+            boxes: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T> Spares<T> {
     #[allow(clippy::vec_box)]
-    fn boxes(&self) -> MutexGuard<'_, Vec<Box<CoreLease>>> {
+    fn boxes(&self) -> MutexGuard<'_, Vec<Box<T>>> {
         // Plain data, consistent at every point: usable after a panic.
         self.boxes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `lease` in a spare box (a new one only when none is spare).
-    pub(crate) fn boxed(&self, lease: CoreLease) -> LeaseBox {
+    /// `value` in a spare box (a new one only when none is spare).
+    pub(crate) fn boxed(&self, value: T) -> Boxed<T> {
         let spare = self.boxes().pop();
-        LeaseBox(Some(match spare {
+        Boxed(Some(match spare {
             Some(mut b) => {
-                *b = lease;
+                *b = value;
                 b
             }
-            None => Box::new(lease),
+            None => Box::new(value),
         }))
     }
 
-    /// Keeps `lease`'s box for the next [`boxed`](Self::boxed), leaving
-    /// `lease` empty: only for one that is being dropped (an empty one must
+    /// A copy of `value` in a spare box, written in place.
+    pub(crate) fn boxed_clone(&self, value: &T) -> Boxed<T>
+    where
+        T: Clone,
+    {
+        let spare = self.boxes().pop();
+        Boxed(Some(match spare {
+            Some(mut b) => {
+                (*b).clone_from(value);
+                b
+            }
+            None => Box::new(value.clone()),
+        }))
+    }
+
+    /// Keeps `boxed`'s box for the next [`boxed`](Self::boxed), leaving
+    /// `boxed` empty: only for one that is being dropped (an empty one must
     /// never be read).
-    pub(crate) fn recycle(&self, lease: &mut LeaseBox) {
-        if let Some(b) = lease.0.take() {
+    pub(crate) fn recycle(&self, boxed: &mut Boxed<T>) {
+        if let Some(b) = boxed.0.take() {
             let mut boxes = self.boxes();
             if boxes.len() < MAX_SPARE {
                 boxes.push(b);
@@ -59,23 +88,23 @@ impl Spares {
     }
 }
 
-/// A core lease in a box from [`Spares::boxed`]; give the box back with
+/// A value in a box from [`Spares::boxed`]; give the box back with
 /// [`Spares::recycle`] (dropped, it is freed).
-pub(crate) struct LeaseBox(Option<Box<CoreLease>>);
+pub(crate) struct Boxed<T>(Option<Box<T>>);
 
-impl std::ops::Deref for LeaseBox {
-    type Target = CoreLease;
+impl<T> std::ops::Deref for Boxed<T> {
+    type Target = T;
 
-    fn deref(&self) -> &CoreLease {
+    fn deref(&self) -> &T {
         match &self.0 {
             Some(b) => b,
             // Only `recycle` empties one, as its owner is dropped.
-            None => unreachable!("a recycled lease box was read"),
+            None => unreachable!("a recycled box was read"),
         }
     }
 }
 
-impl std::fmt::Debug for LeaseBox {
+impl<T: std::fmt::Debug> std::fmt::Debug for Boxed<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             Some(b) => b.fmt(f),
@@ -97,7 +126,7 @@ mod tests {
 
     #[test]
     fn a_recycled_box_is_reused_and_holds_the_new_lease() {
-        let spares = Spares::default();
+        let spares: Spares<CoreLease> = Spares::default();
         let mut a = spares.boxed(lease(b"a"));
         let first: *const CoreLease = &*a;
         spares.recycle(&mut a);
@@ -111,8 +140,20 @@ mod tests {
     }
 
     #[test]
+    fn a_boxed_clone_equals_the_original() {
+        let spares: Spares<ResourceSet> = Spares::default();
+        let one = ResourceSet::new(&[b"a".as_slice(), b"b"]).unwrap();
+        let mut a = spares.boxed_clone(&one);
+        assert_eq!(*a, one);
+        spares.recycle(&mut a);
+        let other = ResourceSet::one(b"c").unwrap();
+        let b = spares.boxed_clone(&other);
+        assert_eq!(*b, other);
+    }
+
+    #[test]
     fn spares_are_bounded() {
-        let spares = Spares::default();
+        let spares: Spares<CoreLease> = Spares::default();
         let mut boxes: Vec<LeaseBox> = (0..MAX_SPARE + 5)
             .map(|_| spares.boxed(lease(b"x")))
             .collect();

@@ -17,7 +17,7 @@ use crate::lease::Lease;
 use crate::queue::Queue;
 use crate::reply::{self, Answer, Cells, ReplyRx};
 use crate::rng::Prefilled;
-use crate::spare::LeaseBox;
+use crate::spare::{LeaseBox, SetBox};
 
 /// Configures a [`Client`]: nodes, TTL, timeouts, retries, TLS roots.
 ///
@@ -205,12 +205,14 @@ impl Builder {
         let urls = valid.redacted_urls();
         let span =
             tracing::debug_span!("redlock_driver", nodes = urls.len(), quorum = core.quorum());
+        let cells = Arc::<Cells>::default();
         let driver = Driver::spawn(
             core,
             clock,
             valid.urls,
             tls,
             Arc::clone(&queue),
+            Arc::clone(&cells),
             runtime.clone(),
             span,
         );
@@ -219,7 +221,7 @@ impl Builder {
                 runtime,
                 queue,
                 driver,
-                cells: Arc::default(),
+                cells,
                 clock,
                 urls,
                 config,
@@ -349,7 +351,7 @@ impl Drop for AcquireGuard<'_> {
         match rx.close() {
             Some(Answer::Lease(Ok(mut lease))) => {
                 let _ = self.inner.send(Command::Release {
-                    resources: lease.resources().clone(),
+                    resources: self.inner.cells.set_of(lease.resources()),
                     token: *lease.token(),
                     reply: None,
                 });
@@ -448,7 +450,7 @@ impl Client {
         resources: impl IntoResources,
         options: &LockOptions,
     ) -> Result<Lease, Error> {
-        let resources = resources.into_resources()?;
+        let resources = self.inner.cells.set(resources.into_resources()?);
         let options = options.resolve(&self.inner.config, crate::unix_ms);
         let span = tracing::debug_span!("redlock_lock", resources = %Names(&resources),
             fenced = options.fencing != redlock_core::Fencing::Off, fence = tracing::field::Empty);
@@ -464,7 +466,7 @@ impl Client {
 
     async fn acquire(
         &self,
-        resources: redlock_core::ResourceSet,
+        resources: SetBox,
         options: redlock_core::AcquireOptions,
     ) -> Result<Lease, Error> {
         let rng = Prefilled::from_os().map_err(Error::Io)?;
@@ -515,7 +517,7 @@ impl Client {
         ttl: Duration,
     ) -> Result<CoreLease, Error> {
         let held = Held::Token {
-            resources: resources.into_resources()?,
+            resources: self.inner.cells.set(resources.into_resources()?),
             token: *token,
         };
         let mut lease = self.extend_held(held, ttl).await?;
@@ -557,7 +559,16 @@ impl Client {
         resources: impl IntoResources,
         token: &Token,
     ) -> Result<ReleaseReport, Error> {
-        let resources = resources.into_resources()?;
+        let resources = self.inner.cells.set(resources.into_resources()?);
+        self.release_set(resources, token).await
+    }
+
+    /// [`release_token`](Self::release_token) with the set already boxed.
+    pub(crate) async fn release_set(
+        &self,
+        resources: SetBox,
+        token: &Token,
+    ) -> Result<ReleaseReport, Error> {
         let (tx, rx) = reply::pair(&self.inner.cells);
         self.inner.send(Command::Release {
             resources,
@@ -596,7 +607,7 @@ impl Client {
 
     pub(crate) fn release_detached(&self, lease: &CoreLease) {
         let _ = self.inner.send(Command::Release {
-            resources: lease.resources().clone(),
+            resources: self.inner.cells.set_of(lease.resources()),
             token: *lease.token(),
             reply: None,
         });

@@ -30,7 +30,8 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::queue::Queue;
-use crate::reply::{Answer, DeferWakes, ReplyTx};
+use crate::reply::{Answer, Cells, DeferWakes, ReplyTx};
+use crate::spare::{LeaseBox, SetBox};
 use tokio::task::AbortHandle;
 use tokio_rustls::rustls::ClientConfig;
 use tracing::{debug, trace, warn, Instrument};
@@ -80,16 +81,15 @@ impl Clock {
 }
 
 /// What an extension extends.
-#[allow(clippy::large_enum_variant)]
+///
+/// Boxed either way (spares of the client's, see [`crate::spare`]), so that
+/// a [`Command`] is small.
 pub(crate) enum Held {
     /// A lease of ours: the core also checks its local deadline, and the
     /// extended lease keeps its fence.
-    Lease(CoreLease),
+    Lease(LeaseBox),
     /// Only the token is known (e.g. from a command line).
-    Token {
-        resources: ResourceSet,
-        token: Token,
-    },
+    Token { resources: SetBox, token: Token },
 }
 
 impl Held {
@@ -106,7 +106,9 @@ impl Held {
 pub(crate) enum Command {
     Acquire {
         req: u64,
-        resources: ResourceSet,
+        /// Boxed (a spare of the client's, see [`crate::spare`]): a
+        /// command is moved several times on its way into the core.
+        resources: SetBox,
         /// TTL, retry policy and fencing, resolved by the handle.
         options: AcquireOptions,
         rng: Prefilled,
@@ -120,7 +122,7 @@ pub(crate) enum Command {
         reply: ReplyTx,
     },
     Release {
-        resources: ResourceSet,
+        resources: SetBox,
         token: Token,
         /// `None`: fire and forget (a dropped lease).
         reply: Option<ReplyTx>,
@@ -244,6 +246,8 @@ pub(crate) struct Driver {
     rbuf: Vec<u8>,
     /// Commands waiting for an operation slot.
     backlog: Backlog<Command>,
+    /// The client's reply cells and spare boxes (shared with the handles).
+    cells: Arc<Cells>,
     /// Handles waiting for the driver to be idle, with their deadlines.
     flushes: Vec<(oneshot::Sender<bool>, tokio::time::Instant)>,
 }
@@ -275,12 +279,14 @@ const LINGER: Duration = Duration::from_secs(2);
 
 impl Driver {
     /// Builds the driver and spawns its task on `runtime`.
+    #[allow(clippy::too_many_arguments)] // each is a part of the client's
     pub(crate) fn spawn(
         core: Box<Core>,
         clock: Clock,
         urls: Vec<NodeUrl>,
         tls: Option<Arc<ClientConfig>>,
         commands: Arc<Queue>,
+        cells: Arc<Cells>,
         runtime: tokio::runtime::Handle,
         span: tracing::Span,
     ) -> Shared {
@@ -322,6 +328,7 @@ impl Driver {
             buf: vec![0; TX_BUF],
             rbuf: vec![0; RX_BUF],
             backlog: Backlog::default(),
+            cells,
             flushes: Vec::new(),
         }));
         let stop = StopGuard {
@@ -520,16 +527,29 @@ impl Driver {
                 reply,
                 ..
             } => {
+                let mut resources = resources;
                 trace!(resources = %Names(&resources), ?op, "acquire started");
                 self.acquires.insert(req, op);
                 self.track(op, Reply::Acquire { req, tx: reply }, &resources, started);
+                self.cells.recycle_set(&mut resources);
             }
-            Command::Extend { held, reply, .. } => {
-                self.track(op, Reply::Extend(reply), held.resources(), started)
+            Command::Extend {
+                mut held, reply, ..
+            } => {
+                self.track(op, Reply::Extend(reply), held.resources(), started);
+                match &mut held {
+                    Held::Lease(l) => self.cells.recycle(l),
+                    Held::Token { resources, .. } => self.cells.recycle_set(resources),
+                }
             }
             Command::Release {
-                resources, reply, ..
-            } => self.track(op, Reply::Release(reply), &resources, started),
+                mut resources,
+                reply,
+                ..
+            } => {
+                self.track(op, Reply::Release(reply), &resources, started);
+                self.cells.recycle_set(&mut resources);
+            }
             Command::Cancel { .. } | Command::Flush { .. } => {}
         }
         None
@@ -927,7 +947,7 @@ impl Driver {
     fn release_orphan(&mut self, lease: &CoreLease) {
         debug!(resources = %Names(lease.resources()), "releasing the lease of a dropped acquire");
         self.command(Command::Release {
-            resources: lease.resources().clone(),
+            resources: self.cells.set_of(lease.resources()),
             token: *lease.token(),
             reply: None,
         });

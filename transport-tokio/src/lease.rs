@@ -172,7 +172,10 @@ impl Lease {
     pub async fn extend(&mut self, ttl: Duration) -> Result<(), Error> {
         let result = self
             .client
-            .extend_held(Held::Lease((*self.lease).clone()), ttl)
+            .extend_held(
+                Held::Lease(self.client.inner.cells.lease_of(&self.lease)),
+                ttl,
+            )
             .await;
         match result {
             Ok(new) => {
@@ -208,9 +211,8 @@ impl Lease {
     /// ```
     pub async fn release(mut self) -> Result<ReleaseReport, Error> {
         self.armed = false;
-        self.client
-            .release_token(self.lease.resources(), self.lease.token())
-            .await
+        let resources = self.client.inner.cells.set_of(self.lease.resources());
+        self.client.release_set(resources, self.lease.token()).await
     }
 
     /// Leaves the lock held until its TTL runs out, and returns its data.

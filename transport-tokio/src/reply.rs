@@ -23,9 +23,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use redlock_core::{Lease as CoreLease, ReleaseReport};
+use redlock_core::{Lease as CoreLease, ReleaseReport, ResourceSet};
 
-use crate::spare::{LeaseBox, Spares};
+use crate::spare::{LeaseBox, SetBox, Spares};
 use crate::Error;
 
 thread_local! {
@@ -112,11 +112,12 @@ struct Table {
     free: Vec<usize>,
 }
 
-/// The cells of one client, and its spare lease boxes.
+/// The cells of one client, and its spare boxes (see [`crate::spare`]).
 #[derive(Default)]
 pub(crate) struct Cells {
     table: Mutex<Table>,
-    spares: Spares,
+    leases: Spares<CoreLease>,
+    sets: Spares<ResourceSet>,
 }
 
 impl Cells {
@@ -125,14 +126,34 @@ impl Cells {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `lease` in a spare box (see [`crate::spare`]).
+    /// `lease` in a spare box.
     pub(crate) fn boxed(&self, lease: CoreLease) -> LeaseBox {
-        self.spares.boxed(lease)
+        self.leases.boxed(lease)
+    }
+
+    /// A copy of `lease` in a spare box, for a command.
+    pub(crate) fn lease_of(&self, lease: &CoreLease) -> LeaseBox {
+        self.leases.boxed_clone(lease)
     }
 
     /// Keeps the box of a lease being dropped for the next one.
     pub(crate) fn recycle(&self, lease: &mut LeaseBox) {
-        self.spares.recycle(lease);
+        self.leases.recycle(lease);
+    }
+
+    /// `set` in a spare box, for a command.
+    pub(crate) fn set(&self, set: ResourceSet) -> SetBox {
+        self.sets.boxed(set)
+    }
+
+    /// A copy of `set` in a spare box, for a command.
+    pub(crate) fn set_of(&self, set: &ResourceSet) -> SetBox {
+        self.sets.boxed_clone(set)
+    }
+
+    /// Keeps the box of a command's set once the command has started.
+    pub(crate) fn recycle_set(&self, set: &mut SetBox) {
+        self.sets.recycle(set);
     }
 }
 
