@@ -9,8 +9,8 @@
 //! `Lease` gives the box back when it is dropped ([`Spares::recycle`]):
 //! after the first few cycles, no allocation, and a pointer instead of the
 //! lease is what moves (`bench/PROFILE.md`). The resource set of an
-//! acquire or a release command travels to the driver the same way. The same module as
-//! `redlock-tokio`'s.
+//! acquire or a release command, and the lease of an extend command,
+//! travel to the driver the same way. The same module as `redlock-tokio`'s.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

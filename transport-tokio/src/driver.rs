@@ -158,6 +158,12 @@ enum Reply {
     Orphan,
 }
 
+/// Milliseconds since `started`, for a debug line (evaluated only when the
+/// line is written).
+fn latency_ms(started: Option<tokio::time::Instant>) -> Option<f64> {
+    started.map(|t| t.elapsed().as_secs_f64() * 1e3)
+}
+
 struct Pending {
     reply: Reply,
     /// The names, for the completion's log line only, kept (boxed) only
@@ -165,7 +171,9 @@ struct Pending {
     /// copying it into and out of `pending` cost 7 % of user CPU at 256
     /// concurrent locks (bench/PROFILE.md). See [`Kept`].
     resources: Option<Box<ResourceSet>>,
-    started: tokio::time::Instant,
+    /// When it started, for the same line's latency: read only when debug
+    /// lines are written (two clock reads per operation otherwise).
+    started: Option<tokio::time::Instant>,
     /// The last error each node reported for this operation; empty (not
     /// allocated) until the first one.
     errors: Vec<Option<NodeError>>,
@@ -519,7 +527,7 @@ impl Driver {
                 return None;
             }
         };
-        let started = tokio::time::Instant::now();
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(tokio::time::Instant::now);
         match cmd {
             Command::Acquire {
                 req,
@@ -674,7 +682,7 @@ impl Driver {
         op: OpId,
         reply: Reply,
         resources: &ResourceSet,
-        started: tokio::time::Instant,
+        started: Option<tokio::time::Instant>,
     ) {
         let resources =
             tracing::enabled!(tracing::Level::DEBUG).then(|| Box::new(resources.clone()));
@@ -861,11 +869,10 @@ impl Driver {
                 let Some(p) = self.pending.remove(&op) else {
                     return self.release_orphan(&lease);
                 };
-                let ms = p.started.elapsed().as_secs_f64() * 1e3;
                 match p.reply {
                     Reply::Acquire { req, tx } => {
                         self.acquires.remove(&req);
-                        debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = ms,
+                        debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = latency_ms(p.started),
                             validity_ms = lease.remaining(self.clock.now()).as_millis() as u64, "acquired");
                         let lease = tx.boxed(lease);
                         if let Err(Answer::Lease(Ok(lease))) = tx.send(Answer::Lease(Ok(lease))) {
@@ -880,10 +887,9 @@ impl Driver {
                 let Some(p) = self.pending.remove(&op) else {
                     return;
                 };
-                let ms = p.started.elapsed().as_secs_f64() * 1e3;
                 if let Reply::Acquire { req, tx } = p.reply {
                     self.acquires.remove(&req);
-                    debug!(resources = %Kept(p.resources.as_deref(), op), attempts = error.attempts, latency_ms = ms,
+                    debug!(resources = %Kept(p.resources.as_deref(), op), attempts = error.attempts, latency_ms = latency_ms(p.started),
                         error = %error, "acquire failed");
                     let failure = self.failure(error, &p.errors);
                     let _ = tx.send(Answer::Lease(Err(Error::from_acquire(failure))));
@@ -895,8 +901,7 @@ impl Driver {
                 let Some(p) = self.pending.remove(&op) else {
                     return;
                 };
-                let ms = p.started.elapsed().as_secs_f64() * 1e3;
-                debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = ms, "extended");
+                debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = latency_ms(p.started), "extended");
                 if let Reply::Extend(tx) = p.reply {
                     let lease = tx.boxed(lease);
                     let _ = tx.send(Answer::Lease(Ok(lease)));
@@ -916,9 +921,8 @@ impl Driver {
                 let Some(p) = self.pending.remove(&op) else {
                     return;
                 };
-                let ms = p.started.elapsed().as_secs_f64() * 1e3;
                 debug!(resources = %Kept(p.resources.as_deref(), op), released = report.released(),
-                    not_held = report.not_held(), unanswered = report.unanswered(), latency_ms = ms, "released");
+                    not_held = report.not_held(), unanswered = report.unanswered(), latency_ms = latency_ms(p.started), "released");
                 if let Reply::Release(Some(tx)) = p.reply {
                     let unknown = |kind| {
                         let error = LockError {
