@@ -217,6 +217,21 @@ async fn quorum_min_cycles(client: &baseline::Baseline, resource: &[u8], k: u64)
     }
 }
 
+/// Runs `cycles(name)` as one task per name; returns when all are done.
+async fn in_tasks<F, Fut>(names: &[Vec<u8>], cycles: F)
+where
+    F: Fn(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in names {
+        tasks.spawn(cycles(name.clone()));
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap_or_else(|e| fail(&format!("worker: {e}")));
+    }
+}
+
 /// Runs `per_worker` cycles on each of `c` workers; returns when all are done.
 fn run(client: &Client, c: usize, per_worker: u64, names: &[Vec<u8>]) {
     match client {
@@ -236,36 +251,25 @@ fn run(client: &Client, c: usize, per_worker: u64, names: &[Vec<u8>]) {
                 // The loop in `block_on` itself (on this thread, outside the
                 // runtime's workers), as the bench's workloads run it.
                 tokio_cycles(client, &names[0], per_worker).await;
-            } else if c == 1 {
-                // One task, as a sequential user's code is: spawned, so
-                // that it runs on a runtime worker like real tasks do.
-                let (client, name) = (client.clone(), names[0].clone());
-                let task =
-                    tokio::spawn(async move { tokio_cycles(&client, &name, per_worker).await });
-                task.await.unwrap_or_else(|e| fail(&format!("worker: {e}")));
             } else {
-                let mut tasks = tokio::task::JoinSet::new();
-                for name in names {
-                    let (client, name) = (client.clone(), name.clone());
-                    tasks.spawn(async move { tokio_cycles(&client, &name, per_worker).await });
-                }
-                while let Some(r) = tasks.join_next().await {
-                    r.unwrap_or_else(|e| fail(&format!("worker: {e}")));
-                }
+                // Tasks, as a user's code is (one when sequential): spawned,
+                // so that they run on runtime workers like real tasks do.
+                in_tasks(names, |name| {
+                    let client = client.clone();
+                    async move { tokio_cycles(&client, &name, per_worker).await }
+                })
+                .await;
             }
         }),
         Client::QuorumMin(rt, client) => rt.block_on(async {
             if c == 1 && std::env::var_os("CLIENT_CYCLE_BLOCK_ON").is_some() {
                 quorum_min_cycles(client, &names[0], per_worker).await;
             } else {
-                let mut tasks = tokio::task::JoinSet::new();
-                for name in names {
-                    let (client, name) = (client.clone(), name.clone());
-                    tasks.spawn(async move { quorum_min_cycles(&client, &name, per_worker).await });
-                }
-                while let Some(r) = tasks.join_next().await {
-                    r.unwrap_or_else(|e| fail(&format!("worker: {e}")));
-                }
+                in_tasks(names, |name| {
+                    let client = client.clone();
+                    async move { quorum_min_cycles(&client, &name, per_worker).await }
+                })
+                .await;
             }
         }),
     }
