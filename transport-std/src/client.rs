@@ -12,7 +12,7 @@ use redlock_core::{
 use crate::driver::{self, Command, DriverHandle, Held, Outcome};
 use crate::keep::{KeptLease, LossSignal};
 use crate::lease::Lease;
-use crate::spare::{LeaseBox, SetBox};
+use crate::spare::{LeaseBox, SetBox, Spares};
 use crate::{rng, tls, Error};
 
 /// Configures a [`Client`]: nodes, TTL, timeouts, retries, TLS roots.
@@ -409,7 +409,7 @@ impl Client {
         let options = options.resolve(&self.inner.config, crate::unix_ms);
         let rng = rng::OsBytes::fetch()?;
         let cmd = Command::Acquire {
-            resources: self.inner.driver.set(resources),
+            resources: self.sets().boxed(resources),
             options,
             rng,
             cancel: cancel.map(|c| c.flag.clone()),
@@ -565,28 +565,23 @@ impl Client {
         ttl: Duration,
     ) -> Result<CoreLease, Error> {
         let held = Held::Token {
-            resources: self.inner.driver.set(resources.into_resources()?),
+            resources: self.sets().boxed(resources.into_resources()?),
             token: *token,
         };
         let mut lease = self.extend_held(held, ttl)?;
         let out = (*lease).clone();
-        self.recycle(&mut lease);
+        self.leases().recycle(&mut lease);
         Ok(out)
     }
 
-    /// Keeps the box of a lease being dropped for the next one.
-    pub(crate) fn recycle(&self, lease: &mut LeaseBox) {
-        self.inner.driver.recycle(lease);
+    /// The client's spare lease boxes (see [`crate::spare`]).
+    pub(crate) fn leases(&self) -> &Spares<CoreLease> {
+        self.inner.driver.leases()
     }
 
-    /// A copy of `lease` in a spare box, for an extend command.
-    pub(crate) fn lease_of(&self, lease: &CoreLease) -> LeaseBox {
-        self.inner.driver.lease_of(lease)
-    }
-
-    /// A copy of `set` in a spare box, for a command.
-    pub(crate) fn set_of(&self, set: &redlock_core::ResourceSet) -> SetBox {
-        self.inner.driver.set_of(set)
+    /// The client's spare resource-set boxes.
+    pub(crate) fn sets(&self) -> &Spares<redlock_core::ResourceSet> {
+        self.inner.driver.sets()
     }
 
     pub(crate) fn extend_held(&self, held: Held, ttl: Duration) -> Result<LeaseBox, Error> {
@@ -621,7 +616,7 @@ impl Client {
         resources: impl IntoResources,
         token: &Token,
     ) -> Result<ReleaseReport, Error> {
-        let resources = self.inner.driver.set(resources.into_resources()?);
+        let resources = self.sets().boxed(resources.into_resources()?);
         self.release_set(resources, token)
     }
 
@@ -675,7 +670,7 @@ impl Client {
 
     pub(crate) fn release_detached(&self, lease: &CoreLease) {
         self.inner.driver.submit_detached(Command::Release {
-            resources: self.inner.driver.set_of(lease.resources()),
+            resources: self.sets().boxed_clone(lease.resources()),
             token: *lease.token(),
         });
     }

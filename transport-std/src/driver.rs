@@ -202,7 +202,7 @@ struct Shared {
     queue: Mutex<Queue>,
     waker: Waker,
     /// Boxes for the leases answered to callers and in extend commands.
-    spares: Spares<redlock_core::Lease>,
+    leases: Spares<redlock_core::Lease>,
     /// Boxes for the resource sets of commands.
     sets: Spares<ResourceSet>,
 }
@@ -257,7 +257,7 @@ impl DriverHandle {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             waker,
-            spares: Spares::default(),
+            leases: Spares::default(),
             sets: Spares::default(),
         });
         let epoch = std::time::Instant::now();
@@ -371,24 +371,14 @@ impl DriverHandle {
         }
     }
 
-    /// Keeps the box of a lease being dropped for the next answered lease.
-    pub(crate) fn recycle(&self, lease: &mut LeaseBox) {
-        self.shared.spares.recycle(lease);
+    /// The client's spare lease boxes (see [`crate::spare`]).
+    pub(crate) fn leases(&self) -> &Spares<CoreLease> {
+        &self.shared.leases
     }
 
-    /// A copy of `lease` in a spare box, for an extend command.
-    pub(crate) fn lease_of(&self, lease: &CoreLease) -> LeaseBox {
-        self.shared.spares.boxed_clone(lease)
-    }
-
-    /// `set` in a spare box, for a command.
-    pub(crate) fn set(&self, set: ResourceSet) -> SetBox {
-        self.shared.sets.boxed(set)
-    }
-
-    /// A copy of `set` in a spare box, for a command.
-    pub(crate) fn set_of(&self, set: &ResourceSet) -> SetBox {
-        self.shared.sets.boxed_clone(set)
+    /// The client's spare resource-set boxes.
+    pub(crate) fn sets(&self) -> &Spares<ResourceSet> {
+        &self.shared.sets
     }
 
     /// Submits `cmd` without waiting (best-effort release on drop).
@@ -878,7 +868,7 @@ impl Driver {
                     }
                     Command::Extend { mut held, .. } => {
                         match &mut held {
-                            Held::Lease(l) => self.shared.spares.recycle(l),
+                            Held::Lease(l) => self.shared.leases.recycle(l),
                             Held::Token { resources, .. } => self.shared.sets.recycle(resources),
                         }
                         None
@@ -1122,11 +1112,11 @@ impl Driver {
                 }
             }
             Event::Acquired { op, lease } => {
-                let lease = self.shared.spares.boxed(lease);
+                let lease = self.shared.leases.boxed(lease);
                 self.finish(op, Outcome::Acquired(lease))
             }
             Event::Extended { op, lease } => {
-                let lease = self.shared.spares.boxed(lease);
+                let lease = self.shared.leases.boxed(lease);
                 self.finish(op, Outcome::Extended(lease))
             }
             Event::Released { op, report } => {

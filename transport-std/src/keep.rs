@@ -456,7 +456,10 @@ fn extend_loop(shared: &Shared, client: &Client) {
         let deadline = client.to_std(lease.deadline());
         // Attempts of this extension, until one succeeds or none can help.
         let result = loop {
-            let result = client.extend_held(Held::Lease(client.lease_of(&lease)), lease.ttl());
+            let result = client.extend_held(
+                Held::Lease(client.leases().boxed_clone(&lease)),
+                lease.ttl(),
+            );
             let e = match result {
                 Ok(new) => break Ok(new),
                 Err(e) => e,
@@ -492,7 +495,7 @@ fn extend_loop(shared: &Shared, client: &Client) {
                     "lease renewed"
                 );
                 st.lease = (*new).clone();
-                client.recycle(&mut new);
+                client.leases().recycle(&mut new);
             }
             Err(e) => {
                 tracing::warn!("lock lost: {e}");

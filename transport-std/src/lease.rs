@@ -180,13 +180,13 @@ impl Lease {
     /// # Ok::<(), redlock_std::Error>(())
     /// ```
     pub fn extend(&mut self, ttl: Duration) -> Result<(), Error> {
-        match self
-            .client
-            .extend_held(Held::Lease(self.client.lease_of(&self.lease)), ttl)
-        {
+        match self.client.extend_held(
+            Held::Lease(self.client.leases().boxed_clone(&self.lease)),
+            ttl,
+        ) {
             Ok(lease) => {
                 let mut old = std::mem::replace(&mut self.lease, lease);
-                self.client.recycle(&mut old);
+                self.client.leases().recycle(&mut old);
                 self.lost = false;
                 Ok(())
             }
@@ -218,7 +218,7 @@ impl Lease {
     /// ```
     pub fn release(mut self) -> Result<ReleaseReport, Error> {
         self.armed = false;
-        let resources = self.client.set_of(self.lease.resources());
+        let resources = self.client.sets().boxed_clone(self.lease.resources());
         self.client.release_set(resources, self.lease.token())
     }
 
@@ -248,6 +248,6 @@ impl Drop for Lease {
         if self.armed {
             self.client.release_detached(&self.lease);
         }
-        self.client.recycle(&mut self.lease);
+        self.client.leases().recycle(&mut self.lease);
     }
 }

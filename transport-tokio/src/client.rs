@@ -351,11 +351,11 @@ impl Drop for AcquireGuard<'_> {
         match rx.close() {
             Some(Answer::Lease(Ok(mut lease))) => {
                 let _ = self.inner.send(Command::Release {
-                    resources: self.inner.cells.set_of(lease.resources()),
+                    resources: self.inner.cells.sets.boxed_clone(lease.resources()),
                     token: *lease.token(),
                     reply: None,
                 });
-                self.inner.cells.recycle(&mut lease);
+                self.inner.cells.leases.recycle(&mut lease);
             }
             Some(_) => {}
             None => {
@@ -450,7 +450,7 @@ impl Client {
         resources: impl IntoResources,
         options: &LockOptions,
     ) -> Result<Lease, Error> {
-        let resources = self.inner.cells.set(resources.into_resources()?);
+        let resources = self.inner.cells.sets.boxed(resources.into_resources()?);
         let options = options.resolve(&self.inner.config, crate::unix_ms);
         let span = tracing::debug_span!("redlock_lock", resources = %Names(&resources),
             fenced = options.fencing != redlock_core::Fencing::Off, fence = tracing::field::Empty);
@@ -517,12 +517,12 @@ impl Client {
         ttl: Duration,
     ) -> Result<CoreLease, Error> {
         let held = Held::Token {
-            resources: self.inner.cells.set(resources.into_resources()?),
+            resources: self.inner.cells.sets.boxed(resources.into_resources()?),
             token: *token,
         };
         let mut lease = self.extend_held(held, ttl).await?;
         let out = (*lease).clone();
-        self.inner.cells.recycle(&mut lease);
+        self.inner.cells.leases.recycle(&mut lease);
         Ok(out)
     }
 
@@ -559,7 +559,7 @@ impl Client {
         resources: impl IntoResources,
         token: &Token,
     ) -> Result<ReleaseReport, Error> {
-        let resources = self.inner.cells.set(resources.into_resources()?);
+        let resources = self.inner.cells.sets.boxed(resources.into_resources()?);
         self.release_set(resources, token).await
     }
 
@@ -607,7 +607,7 @@ impl Client {
 
     pub(crate) fn release_detached(&self, lease: &CoreLease) {
         let _ = self.inner.send(Command::Release {
-            resources: self.inner.cells.set_of(lease.resources()),
+            resources: self.inner.cells.sets.boxed_clone(lease.resources()),
             token: *lease.token(),
             reply: None,
         });

@@ -539,15 +539,15 @@ impl Driver {
                 trace!(resources = %Names(&resources), ?op, "acquire started");
                 self.acquires.insert(req, op);
                 self.track(op, Reply::Acquire { req, tx: reply }, &resources, started);
-                self.cells.recycle_set(&mut resources);
+                self.cells.sets.recycle(&mut resources);
             }
             Command::Extend {
                 mut held, reply, ..
             } => {
                 self.track(op, Reply::Extend(reply), held.resources(), started);
                 match &mut held {
-                    Held::Lease(l) => self.cells.recycle(l),
-                    Held::Token { resources, .. } => self.cells.recycle_set(resources),
+                    Held::Lease(l) => self.cells.leases.recycle(l),
+                    Held::Token { resources, .. } => self.cells.sets.recycle(resources),
                 }
             }
             Command::Release {
@@ -556,7 +556,7 @@ impl Driver {
                 ..
             } => {
                 self.track(op, Reply::Release(reply), &resources, started);
-                self.cells.recycle_set(&mut resources);
+                self.cells.sets.recycle(&mut resources);
             }
             Command::Cancel { .. } | Command::Flush { .. } => {}
         }
@@ -874,7 +874,7 @@ impl Driver {
                         self.acquires.remove(&req);
                         debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = latency_ms(p.started),
                             validity_ms = lease.remaining(self.clock.now()).as_millis() as u64, "acquired");
-                        let lease = tx.boxed(lease);
+                        let lease = self.cells.leases.boxed(lease);
                         if let Err(Answer::Lease(Ok(lease))) = tx.send(Answer::Lease(Ok(lease))) {
                             // The caller went away as the result arrived.
                             self.release_orphan(&lease);
@@ -903,7 +903,7 @@ impl Driver {
                 };
                 debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = latency_ms(p.started), "extended");
                 if let Reply::Extend(tx) = p.reply {
-                    let lease = tx.boxed(lease);
+                    let lease = self.cells.leases.boxed(lease);
                     let _ = tx.send(Answer::Lease(Ok(lease)));
                 }
             }
@@ -951,7 +951,7 @@ impl Driver {
     fn release_orphan(&mut self, lease: &CoreLease) {
         debug!(resources = %Names(lease.resources()), "releasing the lease of a dropped acquire");
         self.command(Command::Release {
-            resources: self.cells.set_of(lease.resources()),
+            resources: self.cells.sets.boxed_clone(lease.resources()),
             token: *lease.token(),
             reply: None,
         });

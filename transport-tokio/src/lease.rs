@@ -173,14 +173,14 @@ impl Lease {
         let result = self
             .client
             .extend_held(
-                Held::Lease(self.client.inner.cells.lease_of(&self.lease)),
+                Held::Lease(self.client.inner.cells.leases.boxed_clone(&self.lease)),
                 ttl,
             )
             .await;
         match result {
             Ok(new) => {
                 let mut old = std::mem::replace(&mut self.lease, new);
-                self.client.inner.cells.recycle(&mut old);
+                self.client.inner.cells.leases.recycle(&mut old);
                 self.lost = false;
                 Ok(())
             }
@@ -211,7 +211,12 @@ impl Lease {
     /// ```
     pub async fn release(mut self) -> Result<ReleaseReport, Error> {
         self.armed = false;
-        let resources = self.client.inner.cells.set_of(self.lease.resources());
+        let resources = self
+            .client
+            .inner
+            .cells
+            .sets
+            .boxed_clone(self.lease.resources());
         self.client.release_set(resources, self.lease.token()).await
     }
 
@@ -235,6 +240,6 @@ impl Drop for Lease {
         if self.armed {
             self.client.release_detached(&self.lease);
         }
-        self.client.inner.cells.recycle(&mut self.lease);
+        self.client.inner.cells.leases.recycle(&mut self.lease);
     }
 }

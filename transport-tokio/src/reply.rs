@@ -25,7 +25,7 @@ use std::task::{Context, Poll, Waker};
 
 use redlock_core::{Lease as CoreLease, ReleaseReport, ResourceSet};
 
-use crate::spare::{LeaseBox, SetBox, Spares};
+use crate::spare::{LeaseBox, Spares};
 use crate::Error;
 
 thread_local! {
@@ -116,44 +116,16 @@ struct Table {
 #[derive(Default)]
 pub(crate) struct Cells {
     table: Mutex<Table>,
-    leases: Spares<CoreLease>,
-    sets: Spares<ResourceSet>,
+    /// Boxes for the leases answered and in extend commands.
+    pub(crate) leases: Spares<CoreLease>,
+    /// Boxes for the resource sets of commands.
+    pub(crate) sets: Spares<ResourceSet>,
 }
 
 impl Cells {
     fn table(&self) -> MutexGuard<'_, Table> {
         // Plain data, consistent at every point: usable after a panic.
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// `lease` in a spare box.
-    pub(crate) fn boxed(&self, lease: CoreLease) -> LeaseBox {
-        self.leases.boxed(lease)
-    }
-
-    /// A copy of `lease` in a spare box, for a command.
-    pub(crate) fn lease_of(&self, lease: &CoreLease) -> LeaseBox {
-        self.leases.boxed_clone(lease)
-    }
-
-    /// Keeps the box of a lease being dropped for the next one.
-    pub(crate) fn recycle(&self, lease: &mut LeaseBox) {
-        self.leases.recycle(lease);
-    }
-
-    /// `set` in a spare box, for a command.
-    pub(crate) fn set(&self, set: ResourceSet) -> SetBox {
-        self.sets.boxed(set)
-    }
-
-    /// A copy of `set` in a spare box, for a command.
-    pub(crate) fn set_of(&self, set: &ResourceSet) -> SetBox {
-        self.sets.boxed_clone(set)
-    }
-
-    /// Keeps the box of a command's set once the command has started.
-    pub(crate) fn recycle_set(&self, set: &mut SetBox) {
-        self.sets.recycle(set);
     }
 }
 
@@ -199,11 +171,6 @@ pub(crate) struct ReplyTx {
 }
 
 impl ReplyTx {
-    /// `lease` in a box from this client's spares, for [`send`](Self::send).
-    pub(crate) fn boxed(&self, lease: CoreLease) -> LeaseBox {
-        self.cells.boxed(lease)
-    }
-
     /// Delivers `answer`; gives it back if the receiver is gone.
     #[allow(clippy::result_large_err)] // as a oneshot sender's
     pub(crate) fn send(mut self, answer: Answer) -> Result<(), Answer> {
