@@ -19,7 +19,8 @@
 //! the core cannot see: a connect that takes longer than the node timeout
 //! is reported to the core as the node being down.
 
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -277,7 +278,7 @@ impl DriverHandle {
             poll,
             nodes,
             shared: Arc::clone(&shared),
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             epoch,
             tls,
             tx: vec![0u8; MIN_TRANSMIT_BUF * 16],
