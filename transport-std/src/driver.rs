@@ -19,7 +19,8 @@
 //! the core cannot see: a connect that takes longer than the node timeout
 //! is reported to the core as the node being down.
 
-use rustc_hash::FxHashMap as HashMap;
+// Fx, not SipHash: the map's keys are the core's op ids, never input.
+use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -278,7 +279,7 @@ impl DriverHandle {
             poll,
             nodes,
             shared: Arc::clone(&shared),
-            pending: HashMap::default(),
+            pending: FxHashMap::default(),
             epoch,
             tls,
             tx: vec![0u8; MIN_TRANSMIT_BUF * 16],
@@ -615,7 +616,7 @@ struct Driver {
     poll: Poll,
     nodes: Vec<Node>,
     shared: Arc<Shared>,
-    pending: HashMap<OpId, PendingOp>,
+    pending: FxHashMap<OpId, PendingOp>,
     epoch: std::time::Instant,
     tls: Option<Arc<rustls::ClientConfig>>,
     tx: Vec<u8>,
