@@ -22,7 +22,7 @@ use crate::token::Token;
 /// assert_eq!(lease.remaining(Instant::from_millis(9_000)), Duration::from_millis(898));
 /// assert!(!lease.is_valid(Instant::from_millis(9_898)));
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(PartialEq, Eq, Hash)]
 pub struct Lease {
     resources: ResourceSet,
     token: Token,
@@ -30,6 +30,30 @@ pub struct Lease {
     deadline: Instant,
     ttl: Duration,
     fence: Option<u64>,
+}
+
+impl Clone for Lease {
+    fn clone(&self) -> Lease {
+        Lease {
+            resources: self.resources.clone(),
+            token: self.token,
+            start: self.start,
+            deadline: self.deadline,
+            ttl: self.ttl,
+            fence: self.fence,
+        }
+    }
+
+    /// Copies only the names' bytes of the resource set, not its whole
+    /// capacity (see [`ResourceSet`]'s `clone_from`).
+    fn clone_from(&mut self, source: &Lease) {
+        self.resources.clone_from(&source.resources);
+        self.token = source.token;
+        self.start = source.start;
+        self.deadline = source.deadline;
+        self.ttl = source.ttl;
+        self.fence = source.fence;
+    }
 }
 
 impl Lease {
@@ -248,6 +272,27 @@ mod tests {
         assert_eq!(lease(0, 3).renew_at(), Instant::from_millis(1));
         // A deadline before the start (an expired lease): renew at once.
         assert_eq!(lease(500, 100).renew_at(), Instant::from_millis(500));
+    }
+
+    #[test]
+    fn clone_and_clone_from_copy_every_field() {
+        let set = ResourceSet::new(&[b"a".as_slice(), b"b"]).unwrap();
+        let fenced = Lease::with_resources(
+            set,
+            Token::from_bytes(b"other").unwrap(),
+            Instant::from_millis(3),
+            Instant::from_millis(30),
+            Duration::from_secs(2),
+            Some(7),
+        );
+        assert_eq!(fenced.clone(), fenced);
+        let mut l = lease(0, 10);
+        l.clone_from(&fenced);
+        assert_eq!(l, fenced);
+        assert_eq!(l.fence(), Some(7));
+        l.clone_from(&lease(1, 11));
+        assert_eq!(l, lease(1, 11));
+        assert_eq!(l.fence(), None);
     }
 
     #[test]

@@ -1229,9 +1229,12 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
         let n = self.links.len();
         let s = &mut self.slots[slot];
         s.generation = s.generation.wrapping_add(1);
-        s.op = Some(Op {
+        // Built in the slot, the set copied in place after: a set cloned
+        // into the literal is a copy of its whole capacity (about 1 KiB),
+        // then another as the op moves into the slot.
+        let op = s.op.insert(Op {
             kind,
-            resources: resources.clone(),
+            resources: ResourceSet::placeholder(),
             token,
             ttl,
             t0: now,
@@ -1253,6 +1256,7 @@ impl<const OPS: usize, const PIPE: usize> Redlock<OPS, PIPE> {
             polled: false,
             rng: seed,
         });
+        op.resources.clone_from(resources);
         Ok(OpId::new(slot, s.generation))
     }
 

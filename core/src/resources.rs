@@ -27,7 +27,7 @@ pub const MAX_RESOURCE_SET_LEN: usize = 4 * MAX_RESOURCE_LEN;
 /// assert!(ResourceSet::new(&[]).is_err());
 /// assert!(ResourceSet::new(&[b"".as_slice()]).is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(PartialEq, Eq, Hash)]
 pub struct ResourceSet {
     bytes: heapless::Vec<u8, MAX_RESOURCE_SET_LEN>,
     /// End offset of each name in `bytes`.
@@ -70,6 +70,40 @@ impl ResourceSet {
             set.insert(r)?;
         }
         Ok(set)
+    }
+
+    /// A set of no resource: only a placeholder, for a set about to be
+    /// written in place (`clone_from`); never handed out empty.
+    pub(crate) const fn placeholder() -> ResourceSet {
+        ResourceSet {
+            bytes: heapless::Vec::new(),
+            ends: heapless::Vec::new(),
+        }
+    }
+
+    /// Makes this the set of the one resource `resource`, in place: only the
+    /// name's bytes are written. A set is about 1 KiB (fixed capacity), and
+    /// a new one returned by value, like [`ResourceSet::one`]'s, is a copy
+    /// of all of it; this is for a set kept in a reused buffer.
+    /// [`CommandError::BadResource`] when the name is empty or longer than
+    /// [`MAX_RESOURCE_LEN`], and then the set is unchanged.
+    ///
+    /// ```
+    /// # use redlock_core::{CommandError, ResourceSet};
+    /// let mut set = ResourceSet::new(&[b"a".as_slice(), b"b"]).unwrap();
+    /// set.assign_one(b"jobs:1").unwrap();
+    /// assert_eq!(set, ResourceSet::one(b"jobs:1").unwrap());
+    /// assert_eq!(set.assign_one(b""), Err(CommandError::BadResource));
+    /// assert_eq!(set.first(), b"jobs:1");
+    /// ```
+    pub fn assign_one(&mut self, resource: &[u8]) -> Result<(), CommandError> {
+        if resource.is_empty() || resource.len() > MAX_RESOURCE_LEN {
+            return Err(CommandError::BadResource);
+        }
+        self.bytes.clear();
+        self.ends.clear();
+        // Cannot fail: one valid name in an empty set.
+        self.insert(resource)
     }
 
     /// Inserts `name` at its sorted place (nothing if already present).
@@ -181,6 +215,25 @@ impl ResourceSet {
     }
 }
 
+impl Clone for ResourceSet {
+    fn clone(&self) -> ResourceSet {
+        ResourceSet {
+            bytes: self.bytes.clone(),
+            ends: self.ends.clone(),
+        }
+    }
+
+    /// Copies only the names' bytes, not the whole capacity (the derived
+    /// one would copy about 1 KiB whatever the names' length).
+    fn clone_from(&mut self, source: &ResourceSet) {
+        self.bytes.clear();
+        self.ends.clear();
+        // Cannot fail: the same capacities.
+        let _ = self.bytes.extend_from_slice(&source.bytes);
+        let _ = self.ends.extend_from_slice(&source.ends);
+    }
+}
+
 impl fmt::Debug for ResourceSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
@@ -192,6 +245,32 @@ impl fmt::Debug for ResourceSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clone_from_and_assign_one_make_equal_sets() {
+        let many = ResourceSet::new(&[b"c".as_slice(), b"a", b"b"]).unwrap();
+        let one = ResourceSet::one(b"zz").unwrap();
+        let mut s = one.clone();
+        s.clone_from(&many);
+        assert_eq!(s, many);
+        assert_eq!(
+            s.iter().collect::<heapless::Vec<_, 3>>(),
+            many.iter().collect::<heapless::Vec<_, 3>>()
+        );
+        s.clone_from(&one);
+        assert_eq!(s, one);
+        assert_eq!(s.len(), 1);
+        s.clone_from(&many);
+        s.assign_one(b"q").unwrap();
+        assert_eq!(s, ResourceSet::one(b"q").unwrap());
+        assert_eq!(
+            s.assign_one(&[b'x'; MAX_RESOURCE_LEN + 1]),
+            Err(CommandError::BadResource)
+        );
+        assert_eq!(s, ResourceSet::one(b"q").unwrap());
+        s.assign_one(&[b'x'; MAX_RESOURCE_LEN]).unwrap();
+        assert_eq!(s.first(), &[b'x'; MAX_RESOURCE_LEN][..]);
+    }
 
     #[test]
     fn normalises_any_order_and_duplicates() {

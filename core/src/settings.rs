@@ -77,6 +77,33 @@ pub trait IntoResources {
     /// assert_eq!(["a", "a"].into_resources().unwrap().len(), 1);
     /// ```
     fn into_resources(self) -> Result<ResourceSet, CommandError>;
+
+    /// Writes the normalised set into `set` instead of returning a new one;
+    /// `set` is unchanged on error. For one name only the name's bytes are
+    /// written ([`ResourceSet::assign_one`]), where a set returned by value
+    /// is a copy of its whole capacity (about 1 KiB): for a set kept in a
+    /// reused buffer, as the transports keep theirs.
+    ///
+    /// ```
+    /// use redlock_core::settings::IntoResources;
+    /// use redlock_core::{CommandError, ResourceSet};
+    ///
+    /// let mut set = ResourceSet::one(b"old")?;
+    /// "jobs:1".assign_to(&mut set)?;
+    /// assert_eq!(set, "jobs:1".into_resources()?);
+    /// ["b", "a"].assign_to(&mut set)?;
+    /// assert_eq!(set.len(), 2);
+    /// assert_eq!("".assign_to(&mut set), Err(CommandError::BadResource));
+    /// assert_eq!(set.len(), 2);
+    /// # Ok::<(), CommandError>(())
+    /// ```
+    fn assign_to(self, set: &mut ResourceSet) -> Result<(), CommandError>
+    where
+        Self: Sized,
+    {
+        *set = self.into_resources()?;
+        Ok(())
+    }
 }
 
 /// The set of `names`, without allocating for up to [`MAX_RESOURCES`] names.
@@ -105,11 +132,20 @@ impl IntoResources for &ResourceSet {
     fn into_resources(self) -> Result<ResourceSet, CommandError> {
         Ok(self.clone())
     }
+
+    fn assign_to(self, set: &mut ResourceSet) -> Result<(), CommandError> {
+        set.clone_from(self);
+        Ok(())
+    }
 }
 
 impl IntoResources for &str {
     fn into_resources(self) -> Result<ResourceSet, CommandError> {
         ResourceSet::one(self.as_bytes())
+    }
+
+    fn assign_to(self, set: &mut ResourceSet) -> Result<(), CommandError> {
+        set.assign_one(self.as_bytes())
     }
 }
 
@@ -117,11 +153,19 @@ impl IntoResources for String {
     fn into_resources(self) -> Result<ResourceSet, CommandError> {
         ResourceSet::one(self.as_bytes())
     }
+
+    fn assign_to(self, set: &mut ResourceSet) -> Result<(), CommandError> {
+        set.assign_one(self.as_bytes())
+    }
 }
 
 impl IntoResources for &String {
     fn into_resources(self) -> Result<ResourceSet, CommandError> {
         ResourceSet::one(self.as_bytes())
+    }
+
+    fn assign_to(self, set: &mut ResourceSet) -> Result<(), CommandError> {
+        set.assign_one(self.as_bytes())
     }
 }
 
@@ -129,11 +173,19 @@ impl IntoResources for &[u8] {
     fn into_resources(self) -> Result<ResourceSet, CommandError> {
         ResourceSet::one(self)
     }
+
+    fn assign_to(self, set: &mut ResourceSet) -> Result<(), CommandError> {
+        set.assign_one(self)
+    }
 }
 
 impl<const N: usize> IntoResources for &[u8; N] {
     fn into_resources(self) -> Result<ResourceSet, CommandError> {
         ResourceSet::one(self)
+    }
+
+    fn assign_to(self, set: &mut ResourceSet) -> Result<(), CommandError> {
+        set.assign_one(self)
     }
 }
 
@@ -141,11 +193,19 @@ impl IntoResources for Vec<u8> {
     fn into_resources(self) -> Result<ResourceSet, CommandError> {
         ResourceSet::one(&self)
     }
+
+    fn assign_to(self, set: &mut ResourceSet) -> Result<(), CommandError> {
+        set.assign_one(&self)
+    }
 }
 
 impl IntoResources for &Vec<u8> {
     fn into_resources(self) -> Result<ResourceSet, CommandError> {
         ResourceSet::one(self)
+    }
+
+    fn assign_to(self, set: &mut ResourceSet) -> Result<(), CommandError> {
+        set.assign_one(self)
     }
 }
 

@@ -405,11 +405,11 @@ impl Client {
         options: &LockOptions,
         cancel: Option<&Cancel>,
     ) -> Result<Lease, Error> {
-        let resources = resources.into_resources()?;
+        let resources = self.sets().boxed_set(resources)?;
         let options = options.resolve(&self.inner.config, crate::unix_ms);
         let rng = rng::OsBytes::fetch()?;
         let cmd = Command::Acquire {
-            resources: self.sets().boxed(resources),
+            resources,
             options,
             rng,
             cancel: cancel.map(|c| c.flag.clone()),
@@ -565,7 +565,7 @@ impl Client {
         ttl: Duration,
     ) -> Result<CoreLease, Error> {
         let held = Held::Token {
-            resources: self.sets().boxed(resources.into_resources()?),
+            resources: self.sets().boxed_set(resources)?,
             token: *token,
         };
         let mut lease = self.extend_held(held, ttl)?;
@@ -616,7 +616,7 @@ impl Client {
         resources: impl IntoResources,
         token: &Token,
     ) -> Result<ReleaseReport, Error> {
-        let resources = self.sets().boxed(resources.into_resources()?);
+        let resources = self.sets().boxed_set(resources)?;
         self.release_set(resources, token)
     }
 

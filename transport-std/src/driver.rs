@@ -1114,11 +1114,11 @@ impl Driver {
                 }
             }
             Event::Acquired { op, lease } => {
-                let lease = self.shared.leases.boxed(lease);
+                let lease = self.shared.leases.boxed_clone(&lease);
                 self.finish(op, Outcome::Acquired(lease))
             }
             Event::Extended { op, lease } => {
-                let lease = self.shared.leases.boxed(lease);
+                let lease = self.shared.leases.boxed_clone(&lease);
                 self.finish(op, Outcome::Extended(lease))
             }
             Event::Released { op, report } => {

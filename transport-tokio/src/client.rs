@@ -450,7 +450,7 @@ impl Client {
         resources: impl IntoResources,
         options: &LockOptions,
     ) -> Result<Lease, Error> {
-        let resources = self.inner.cells.sets.boxed(resources.into_resources()?);
+        let resources = self.inner.cells.sets.boxed_set(resources)?;
         let options = options.resolve(&self.inner.config, crate::unix_ms);
         let span = tracing::debug_span!("redlock_lock", resources = %Names(&resources),
             fenced = options.fencing != redlock_core::Fencing::Off, fence = tracing::field::Empty);
@@ -517,7 +517,7 @@ impl Client {
         ttl: Duration,
     ) -> Result<CoreLease, Error> {
         let held = Held::Token {
-            resources: self.inner.cells.sets.boxed(resources.into_resources()?),
+            resources: self.inner.cells.sets.boxed_set(resources)?,
             token: *token,
         };
         let mut lease = self.extend_held(held, ttl).await?;
@@ -559,7 +559,7 @@ impl Client {
         resources: impl IntoResources,
         token: &Token,
     ) -> Result<ReleaseReport, Error> {
-        let resources = self.inner.cells.sets.boxed(resources.into_resources()?);
+        let resources = self.inner.cells.sets.boxed_set(resources)?;
         self.release_set(resources, token).await
     }
 

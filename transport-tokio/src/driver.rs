@@ -877,7 +877,7 @@ impl Driver {
                         self.acquires.remove(&req);
                         debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = latency_ms(p.started),
                             validity_ms = lease.remaining(self.clock.now()).as_millis() as u64, "acquired");
-                        let lease = self.cells.leases.boxed(lease);
+                        let lease = self.cells.leases.boxed_clone(&lease);
                         if let Err(Answer::Lease(Ok(lease))) = tx.send(Answer::Lease(Ok(lease))) {
                             // The caller went away as the result arrived.
                             self.release_orphan(&lease);
@@ -906,7 +906,7 @@ impl Driver {
                 };
                 debug!(resources = %Kept(p.resources.as_deref(), op), fence = lease.fence(), latency_ms = latency_ms(p.started), "extended");
                 if let Reply::Extend(tx) = p.reply {
-                    let lease = self.cells.leases.boxed(lease);
+                    let lease = self.cells.leases.boxed_clone(&lease);
                     let _ = tx.send(Answer::Lease(Ok(lease)));
                 }
             }

@@ -5,7 +5,7 @@
 //! way from the driver to the caller (the answer, the reply cell, the
 //! futures' states) and in the caller's [`Lease`](crate::Lease) as it is returned
 //! and passed on. So the driver puts each lease it answers into a box
-//! taken from the client's spares ([`Spares::boxed`]), and the caller's
+//! taken from the client's spares ([`Spares::boxed_clone`]), and the caller's
 //! `Lease` gives the box back when it is dropped ([`Spares::recycle`]):
 //! after the first few cycles, no allocation, and a pointer instead of the
 //! lease is what moves (`bench/PROFILE.md`). The resource set of an
@@ -14,7 +14,8 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use redlock_core::{Lease as CoreLease, ResourceSet};
+use redlock_core::settings::IntoResources;
+use redlock_core::{CommandError, Lease as CoreLease, ResourceSet};
 
 /// Spare boxes kept at most, of each kind (about 1.1 KiB each): beyond
 /// this many given back at once, boxes are freed.
@@ -48,19 +49,9 @@ impl<T> Spares<T> {
         self.boxes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `value` in a spare box (a new one only when none is spare).
-    pub(crate) fn boxed(&self, value: T) -> Boxed<T> {
-        let spare = self.boxes().pop();
-        Boxed(Some(match spare {
-            Some(mut b) => {
-                *b = value;
-                b
-            }
-            None => Box::new(value),
-        }))
-    }
-
-    /// A copy of `value` in a spare box, written in place.
+    /// A copy of `value` in a spare box (a new one only when none is
+    /// spare), written in place: `clone_from`, which for a lease or a set
+    /// copies the names' bytes, not the whole capacity.
     pub(crate) fn boxed_clone(&self, value: &T) -> Boxed<T>
     where
         T: Clone,
@@ -75,7 +66,7 @@ impl<T> Spares<T> {
         }))
     }
 
-    /// Keeps `boxed`'s box for the next [`boxed`](Self::boxed), leaving
+    /// Keeps `boxed`'s box for the next [`boxed_clone`](Self::boxed_clone) or `boxed_set`, leaving
     /// `boxed` empty: only for one that is being dropped (an empty one must
     /// never be read).
     pub(crate) fn recycle(&self, boxed: &mut Boxed<T>) {
@@ -88,7 +79,28 @@ impl<T> Spares<T> {
     }
 }
 
-/// A value in a box from [`Spares::boxed`]; give the box back with
+impl Spares<ResourceSet> {
+    /// The set of `resources` in a spare box, written in place
+    /// ([`IntoResources::assign_to`]: for one name, only its bytes; a set
+    /// made by value and then boxed would be copied whole, twice).
+    pub(crate) fn boxed_set(&self, resources: impl IntoResources) -> Result<SetBox, CommandError> {
+        // Taken before the user's conversion runs: no lock held meanwhile.
+        let spare = self.boxes().pop();
+        match spare {
+            Some(mut b) => match resources.assign_to(&mut b) {
+                Ok(()) => Ok(Boxed(Some(b))),
+                Err(e) => {
+                    // Unchanged on error: still a good spare.
+                    self.recycle(&mut Boxed(Some(b)));
+                    Err(e)
+                }
+            },
+            None => Ok(Boxed(Some(Box::new(resources.into_resources()?)))),
+        }
+    }
+}
+
+/// A value in a box from [`Spares::boxed_clone`] or [`Spares::boxed_set`]; give the box back with
 /// [`Spares::recycle`] (dropped, it is freed).
 pub(crate) struct Boxed<T>(Option<Box<T>>);
 
@@ -127,11 +139,11 @@ mod tests {
     #[test]
     fn a_recycled_box_is_reused_and_holds_the_new_lease() {
         let spares: Spares<CoreLease> = Spares::default();
-        let mut a = spares.boxed(lease(b"a"));
+        let mut a = spares.boxed_clone(&lease(b"a"));
         let first: *const CoreLease = &*a;
         spares.recycle(&mut a);
         assert_eq!(format!("{a:?}"), "(recycled)");
-        let b = spares.boxed(lease(b"b"));
+        let b = spares.boxed_clone(&lease(b"b"));
         assert_eq!(
             &*b as *const CoreLease, first,
             "the spare box was not reused"
@@ -152,10 +164,31 @@ mod tests {
     }
 
     #[test]
+    fn a_boxed_set_reuses_a_spare_and_keeps_it_on_error() {
+        let spares: Spares<ResourceSet> = Spares::default();
+        let mut a = spares.boxed_set(["b", "a"]).unwrap();
+        assert_eq!(a.len(), 2);
+        let first: *const ResourceSet = &*a;
+        spares.recycle(&mut a);
+        assert!(spares.boxed_set("").is_err());
+        let mut b = spares.boxed_set("jobs:1").unwrap();
+        assert_eq!(
+            &*b as *const ResourceSet, first,
+            "the spare box was not reused"
+        );
+        assert_eq!(*b, ResourceSet::one(b"jobs:1").unwrap());
+        spares.recycle(&mut b);
+        let xy = ResourceSet::new(&[b"x".as_slice(), b"y"]).unwrap();
+        let c = spares.boxed_set(&xy).unwrap();
+        assert_eq!(&*c as *const ResourceSet, first);
+        assert_eq!(*c, xy);
+    }
+
+    #[test]
     fn spares_are_bounded() {
         let spares: Spares<CoreLease> = Spares::default();
         let mut boxes: Vec<LeaseBox> = (0..MAX_SPARE + 5)
-            .map(|_| spares.boxed(lease(b"x")))
+            .map(|_| spares.boxed_clone(&lease(b"x")))
             .collect();
         for b in &mut boxes {
             spares.recycle(b);
