@@ -208,6 +208,66 @@ async fn hundreds_of_concurrent_locks_share_one_connection_per_node() {
     }
 }
 
+/// Rounds of `tasks` locks taken at once on distinct resources, then
+/// released at once; each answered caller then just waits (no next
+/// command), so once the node has answered every request only the
+/// driver's own pass can deliver the remaining results. `Err` names the
+/// round that stalled for `patience`.
+async fn group_rounds(
+    c: &Client,
+    nodes: usize,
+    tasks: usize,
+    patience: Duration,
+) -> Result<(), String> {
+    for round in 0..20 {
+        let locks: Vec<_> = (0..tasks)
+            .map(|i| {
+                let c = c.clone();
+                async move { c.lock(format!("tokio:group:{i}")).await }
+            })
+            .collect();
+        let leases = tokio::time::timeout(patience, futures_join(locks))
+            .await
+            .map_err(|_| format!("{nodes} node(s), round {round}: acquires stalled"))?;
+        let releases: Vec<_> = leases.into_iter().map(|l| l.unwrap().release()).collect();
+        let released = tokio::time::timeout(patience, futures_join(releases))
+            .await
+            .map_err(|_| format!("{nodes} node(s), round {round}: releases stalled"))?;
+        for r in released {
+            assert!(r.unwrap().released() * 2 > nodes);
+        }
+    }
+    Ok(())
+}
+
+/// A few operations in flight (at most 32 node requests): the driver task
+/// answers them two per pass, and must go on answering the rest when
+/// nothing else would wake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_concurrent_locks_answered_in_groups_all_complete() {
+    for (nodes, tasks) in [(1, 16), (3, 10)] {
+        let cluster = Cluster::start(nodes);
+        let c = client(&cluster.urls(), 10_000);
+        group_rounds(&c, nodes, tasks, Duration::from_secs(10))
+            .await
+            .unwrap();
+        for node in &cluster.nodes {
+            assert!(eventually(|| node.command(&["DBSIZE"]) == Reply::Int(0)).await);
+        }
+    }
+}
+
+/// The test above catches the bug it is there for: with the driver planted
+/// to wait as if no decided operation were left to answer, callers stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_forgotten_answers_are_caught() {
+    let cluster = Cluster::start(1);
+    let c = client(&cluster.urls(), 10_000);
+    redlock_tokio::hooks::forget_answers_left(&c);
+    let stalled = group_rounds(&c, 1, 16, Duration::from_secs(2)).await;
+    assert!(stalled.is_err(), "the planted bug went unnoticed");
+}
+
 async fn futures_join<F: std::future::Future + Send + 'static>(fs: Vec<F>) -> Vec<F::Output>
 where
     F::Output: Send,

@@ -238,7 +238,7 @@ pub(crate) struct Inner {
     queue: Arc<Queue>,
     /// The driver's state: while few requests are in flight and nothing is
     /// queued, a command is run by its caller (see [`Driver::direct`]).
-    driver: Shared,
+    pub(crate) driver: Shared,
     /// Where the driver answers commands (reused, see [`crate::reply`]).
     pub(crate) cells: Arc<Cells>,
     pub(crate) clock: Clock,

@@ -138,6 +138,9 @@ mod client;
 mod conn;
 mod driver;
 mod error;
+#[cfg(feature = "__test-hooks")]
+#[doc(hidden)]
+pub mod hooks;
 mod keep;
 mod lease;
 mod queue;
