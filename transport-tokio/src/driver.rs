@@ -424,7 +424,12 @@ impl Driver {
     /// The earliest instant the driver task must run at: the core's next
     /// timeout, a parked command's deadline, a flush's deadline.
     fn next_wake(&self) -> Option<tokio::time::Instant> {
-        let timeout = self.core.poll_timeout().map(|t| self.clock.at(t));
+        self.next_wake_after(self.core.poll_timeout())
+    }
+
+    /// [`next_wake`](Self::next_wake), given the core's `poll_timeout()`.
+    fn next_wake_after(&self, timeout: Option<Instant>) -> Option<tokio::time::Instant> {
+        let timeout = timeout.map(|t| self.clock.at(t));
         let waiting = self.backlog.next_deadline().map(|d| {
             tokio::time::Instant::now() + d.saturating_duration_since(std::time::Instant::now())
         });
@@ -1172,12 +1177,16 @@ async fn run(stop: StopGuard, mut io_rx: mpsc::Receiver<IoEvent>) {
             // due timers in a row were handled without looking at them: an
             // extension could wait behind a flood of acquires' retries).
             let now = d.clock.now();
-            if let Some(t) = d.core.poll_timeout().filter(|t| *t <= now) {
+            // The core's next deadline, computed once for the check and for
+            // the wake-up below (a scan of every link's requests).
+            let mut timeout = d.core.poll_timeout();
+            if let Some(t) = timeout.filter(|t| *t <= now) {
                 if stuck < 1000 {
                     d.core.handle_timeout(now);
                     d.drain();
                 }
-                if d.core.poll_timeout() == Some(t) {
+                timeout = d.core.poll_timeout();
+                if timeout == Some(t) {
                     stuck += 1;
                     // A deadline that handling does not move would be a
                     // core bug; never spin on it.
@@ -1193,7 +1202,7 @@ async fn run(stop: StopGuard, mut io_rx: mpsc::Receiver<IoEvent>) {
             let wake = if stuck >= 1000 {
                 Some(tokio::time::Instant::now() + Duration::from_millis(1))
             } else {
-                d.next_wake()
+                d.next_wake_after(timeout)
             };
             // While handles run their own commands, keep a heartbeat armed
             // so that they need not wake this task to arm the timer for the
