@@ -306,7 +306,8 @@ const DIRECT_OPS: usize = 4;
 /// 0.98-1.02x and 1.04-1.12x two at a time; `client_cycle` wall time per
 /// cycle 21.1-22.2 µs → 19.2-19.5. Two at a time lost with more requests
 /// in flight: 64 locks on one node 10.6-12.7 µs → 14.4-17.6, 256: 7.6-9.3
-/// → 11.8-16.6, and 16 locks on 3 nodes 1.63-1.95x rslock → 1.40-1.53x.
+/// → 11.8-16.6. At 3 nodes (16 locks: 48 requests) it made no difference
+/// (four pairs: 1.43-1.54x rslock as is, 1.39-1.49x two at a time).
 const GROUP_REQUESTS: usize = 32;
 /// Operations answered per pass while at most [`GROUP_REQUESTS`] node
 /// requests are in flight.
