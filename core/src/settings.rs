@@ -857,6 +857,44 @@ mod tests {
     use alloc::vec;
 
     #[test]
+    fn every_shape_of_names_assigns_in_place_and_leaves_the_set_on_error() {
+        let want = ResourceSet::one(b"jobs:1").unwrap();
+        let other = ResourceSet::new(&[b"x".as_slice(), b"y"]).unwrap();
+        let name = String::from("jobs:1");
+        let bytes = b"jobs:1".to_vec();
+        let check = |assign: &dyn Fn(&mut ResourceSet) -> Result<(), CommandError>| {
+            let mut set = other.clone();
+            assign(&mut set).unwrap();
+            assert_eq!(set, want);
+        };
+        check(&|s| "jobs:1".assign_to(s));
+        check(&|s| name.clone().assign_to(s));
+        check(&|s| (&name).assign_to(s));
+        check(&|s| b"jobs:1".as_slice().assign_to(s));
+        check(&|s| b"jobs:1".assign_to(s));
+        check(&|s| bytes.clone().assign_to(s));
+        check(&|s| (&bytes).assign_to(s));
+        check(&|s| (&want).assign_to(s));
+        check(&|s| want.clone().assign_to(s));
+        check(&|s| ["jobs:1", "jobs:1"].assign_to(s));
+        let empty = String::new();
+        let bad: [&dyn Fn(&mut ResourceSet) -> Result<(), CommandError>; 7] = [
+            &|s| "".assign_to(s),
+            &|s| empty.clone().assign_to(s),
+            &|s| (&empty).assign_to(s),
+            &|s| b"".as_slice().assign_to(s),
+            &|s| Vec::<u8>::new().assign_to(s),
+            &|s| (&Vec::<u8>::new()).assign_to(s),
+            &|s| Vec::<&str>::new().assign_to(s),
+        ];
+        for assign in bad {
+            let mut set = other.clone();
+            assert_eq!(assign(&mut set), Err(CommandError::BadResource));
+            assert_eq!(set, other, "a failed assignment changed the set");
+        }
+    }
+
+    #[test]
     fn every_shape_of_names_gives_the_same_set() {
         let want = ResourceSet::new(&[b"a".as_slice(), b"b"]).unwrap();
         let strings = vec![String::from("b"), String::from("a")];
