@@ -856,13 +856,16 @@ mod tests {
     use super::*;
     use alloc::vec;
 
+    /// One way of writing names into a set.
+    type Assign<'a> = &'a dyn Fn(&mut ResourceSet) -> Result<(), CommandError>;
+
     #[test]
     fn every_shape_of_names_assigns_in_place_and_leaves_the_set_on_error() {
         let want = ResourceSet::one(b"jobs:1").unwrap();
         let other = ResourceSet::new(&[b"x".as_slice(), b"y"]).unwrap();
         let name = String::from("jobs:1");
         let bytes = b"jobs:1".to_vec();
-        let check = |assign: &dyn Fn(&mut ResourceSet) -> Result<(), CommandError>| {
+        let check = |assign: Assign<'_>| {
             let mut set = other.clone();
             assign(&mut set).unwrap();
             assert_eq!(set, want);
@@ -878,7 +881,7 @@ mod tests {
         check(&|s| want.clone().assign_to(s));
         check(&|s| ["jobs:1", "jobs:1"].assign_to(s));
         let empty = String::new();
-        let bad: [&dyn Fn(&mut ResourceSet) -> Result<(), CommandError>; 7] = [
+        let bad: [Assign<'_>; 7] = [
             &|s| "".assign_to(s),
             &|s| empty.clone().assign_to(s),
             &|s| (&empty).assign_to(s),
